@@ -1,0 +1,241 @@
+"""The run configuration: one validated tree, loaded from YAML.
+
+Everything a run needs is here, written once with its default: where the store lives, which
+models and tasks, the resources of the extract stage, the remote-code allowlist, and the run id
+policy. Errors name the bad key and, when loaded from a file, the file and line::
+
+    jobs/configs/nightly.yaml:14: models.2.pooling: Input should be 'default', 'mean', ...
+
+The config hash (:meth:`RunConfig.config_hash`) identifies what a run computes; it goes into the
+run record so the history can tell runs of different configs apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ray_logme.errors import ConfigError
+from ray_logme.hub import ModelSpec
+from ray_logme.storage import StorageOptions
+from ray_logme.tasks import TaskSpec
+
+DEFAULT_STORE = "./ray-logme-store"
+_SUPPORTED_STORE = re.compile(r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?|file://.+|[^:]+)$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSearch(_Strict):
+    """Expand a timm ``list_models`` pattern into model specs.
+
+    ``pattern`` is a shell-style filter as timm takes it (``"convnext_*"``); ``exclude`` removes
+    names matching any of its patterns; ``limit`` caps the list (sorted by name, so the cap is
+    deterministic). The other fields are copied into every resulting :class:`ModelSpec`.
+    """
+
+    hub: Literal["timm"] = "timm"
+    pattern: str
+    pretrained: bool = True
+    exclude: tuple[str, ...] = ()
+    limit: int = Field(default=20, ge=1, le=5000)
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    def expand(self) -> list[ModelSpec]:
+        """Return the matching models as specs; ``ConfigError`` when nothing matches."""
+        import timm
+
+        names = sorted(
+            timm.list_models(
+                self.pattern, pretrained=self.pretrained, exclude_filters=list(self.exclude)
+            )
+        )
+        if not names:
+            raise ConfigError(
+                f"model_search pattern {self.pattern!r} (pretrained={self.pretrained}) matches "
+                "no timm model; check the pattern with timm.list_models()"
+            )
+        return [
+            ModelSpec(
+                hub="timm",
+                name=name,
+                pretrained=self.pretrained,
+                dtype=self.dtype,
+                tags=dict(self.tags),
+            )
+            for name in names[: self.limit]
+        ]
+
+
+class Resources(_Strict):
+    """Resources of the extract stage.
+
+    ``num_workers`` model actors per model (each holding one copy of the model), each with
+    ``gpus_per_worker`` GPUs (fractional for small models; 0 on CPU-only clusters) and
+    ``cpus_per_worker`` CPUs. Keep ``num_workers * cpus_per_worker`` below the cluster's CPUs so
+    read and preprocessing tasks still get a CPU (ray issue 44687). ``batch_size`` is per forward
+    pass; ``None`` picks 32 on CPU and 128 on GPU, and an out-of-memory error halves it.
+    """
+
+    num_workers: int = Field(default=1, ge=1)
+    gpus_per_worker: float = Field(default=0.0, ge=0.0)
+    cpus_per_worker: float = Field(default=1.0, gt=0.0)
+    preprocess_cpus: float = Field(default=0.5, gt=0.0)
+    batch_size: int | None = Field(default=None, ge=1)
+    max_restarts: int = Field(default=2, ge=0)
+    wait_for_actors_s: float = Field(default=600.0, gt=0.0)
+
+
+class Outputs(_Strict):
+    """What the leaderboard stage reads besides the scores.
+
+    ``imagenet_top1_csv``: optional CSV (columns ``model``, ``imagenet_top1``) giving a
+    source-accuracy prior column; timm does not ship its results tables in the wheel.
+    """
+
+    imagenet_top1_csv: str | None = None
+    history_runs: int = Field(default=30, ge=1)
+
+
+class RunConfig(_Strict):
+    """One run of ray-logme: models x tasks -> features -> LogME -> leaderboard."""
+
+    store: str = DEFAULT_STORE
+    storage: StorageOptions = Field(default_factory=StorageOptions)
+    models: tuple[ModelSpec, ...] = ()
+    model_search: tuple[ModelSearch, ...] = ()
+    tasks: tuple[TaskSpec, ...]
+    resources: Resources = Field(default_factory=Resources)
+    allow_remote_code: tuple[str, ...] = ()
+    run_id: Literal["timestamp"] | str = "timestamp"
+    outputs: Outputs = Field(default_factory=Outputs)
+
+    @field_validator("store")
+    @classmethod
+    def _check_store(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("store must be a local folder or an s3://bucket/prefix URI")
+        scheme = value.split("://", 1)[0] if "://" in value else None
+        if scheme not in (None, "s3", "file"):
+            raise ValueError(
+                f"unsupported store URI scheme {scheme!r} in {value!r}; use a local folder, "
+                "file://, or s3://bucket/prefix"
+            )
+        if scheme == "s3" and not _SUPPORTED_STORE.match(value):
+            raise ValueError(f"{value!r} is not a valid s3://bucket/prefix URI")
+        return value
+
+    @model_validator(mode="after")
+    def _check_lists(self) -> RunConfig:
+        if not self.models and not self.model_search:
+            raise ValueError("the model list is empty: give at least one entry under models:")
+        if not self.tasks:
+            raise ValueError("the task list is empty: give at least one entry under tasks:")
+        names = [t.name for t in self.tasks]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"task names must be unique; repeated: {', '.join(dupes)}")
+        for spec in self.models:
+            if spec.trust_remote_code and spec.name not in self.allow_remote_code:
+                raise ValueError(
+                    f"model {spec.name!r} sets trust_remote_code but is not in "
+                    "allow_remote_code; add its exact repo id there to allow it"
+                )
+        return self
+
+    def resolved_models(self) -> list[ModelSpec]:
+        """Explicit models, then the expanded ``model_search`` entries, without duplicates."""
+        seen: set[tuple[str, str]] = set()
+        result: list[ModelSpec] = []
+        for spec in [*self.models, *(s for search in self.model_search for s in search.expand())]:
+            key = (spec.hub, spec.name)
+            if key not in seen:
+                seen.add(key)
+                result.append(spec)
+        return result
+
+    def config_hash(self) -> str:
+        """sha256 over the canonical JSON of the config (what the run computes)."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], source: str = "<config>") -> RunConfig:
+        """Validate a parsed mapping; errors become one ``ConfigError`` line per problem."""
+        try:
+            return cls.model_validate(dict(data))
+        except ValidationError as exc:
+            raise ConfigError(_format_errors(exc, source, {})) from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> RunConfig:
+        """Load and validate a YAML file; errors name the file, line and key."""
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        try:
+            node = yaml.compose(text)
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+        if not isinstance(data, Mapping):
+            raise ConfigError(
+                f"{path}: the config must be a YAML mapping, got {type(data).__name__}"
+            )
+        lines = _key_lines(node) if node is not None else {}
+        try:
+            return cls.model_validate(dict(data))
+        except ValidationError as exc:
+            raise ConfigError(_format_errors(exc, str(path), lines)) from None
+
+
+def _key_lines(node: yaml.Node, prefix: tuple = ()) -> dict[tuple, int]:
+    """Map every key path of a composed YAML document to its 1-based line number."""
+    lines: dict[tuple, int] = {prefix: node.start_mark.line + 1}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            path = (*prefix, key_node.value)
+            lines.update(_key_lines(value_node, path))
+            lines[path] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            lines.update(_key_lines(item, (*prefix, index)))
+    return lines
+
+
+def _format_errors(exc: ValidationError, source: str, lines: dict[tuple, int]) -> str:
+    """One line per validation error: ``file:line: dotted.key: message``."""
+    out = []
+    for error in exc.errors():
+        loc = tuple(part for part in error["loc"] if not _is_union_tag(part))
+        # Walk up the path until a key with a known line is found.
+        line = None
+        for depth in range(len(loc), -1, -1):
+            line = lines.get(tuple(str(p) if isinstance(p, str) else p for p in loc[:depth]))
+            if line is not None:
+                break
+        where = f"{source}:{line}" if line else source
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling; see the config reference in README.md)"
+        elif error["type"] == "missing":
+            message = "required key is missing"
+        out.append(f"{where}: {key}: {message}")
+    return "\n".join(out)
+
+
+def _is_union_tag(part: object) -> bool:
+    return isinstance(part, str) and ("[" in part or part.startswith("function-"))

@@ -1,0 +1,185 @@
+"""The run config: defaults, validation errors that name the key and line, run ids."""
+
+from __future__ import annotations
+
+import datetime as dt
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from ray_logme.config import RunConfig
+from ray_logme.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+GOOD = """\
+store: s3://my-bucket/ray-logme
+models:
+  - {hub: timm, name: resnet18, pretrained: false}
+tasks:
+  - {name: digits, uri: "sklearn:digits"}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_good_config_loads_with_defaults(tmp_path):
+    config = RunConfig.from_yaml(write(tmp_path, GOOD))
+    assert config.store == "s3://my-bucket/ray-logme"
+    assert config.resources.gpus_per_worker == 0.0
+    assert [m.name for m in config.resolved_models()] == ["resnet18"]
+    assert len(config.config_hash()) == 64
+
+
+@pytest.mark.parametrize("name", ["local.yaml", "nightly.yaml"])
+def test_shipped_configs_validate(name):
+    config = RunConfig.from_yaml(REPO / "jobs" / "configs" / name)
+    assert config.tasks and (config.models or config.model_search)
+
+
+def test_unknown_key_names_key_and_line(tmp_path):
+    path = write(
+        tmp_path,
+        """\
+        store: ./store
+        models:
+          - {hub: timm, name: resnet18}
+          - hub: timm
+            name: resnet50
+            polling: mean
+        tasks:
+          - {name: digits, uri: "sklearn:digits"}
+        """,
+    )
+    with pytest.raises(ConfigError) as info:
+        RunConfig.from_yaml(path)
+    message = str(info.value)
+    assert f"{path}:6: models.1.polling: unknown key" in message
+    assert len(message.splitlines()) == 1
+
+
+def test_unknown_top_level_key(tmp_path):
+    path = write(tmp_path, GOOD + "resorces: {num_workers: 2}\n")
+    with pytest.raises(ConfigError, match=r":6: resorces: unknown key"):
+        RunConfig.from_yaml(path)
+
+
+@pytest.mark.parametrize(
+    "store, fragment",
+    [
+        ("gs://bucket/x", "unsupported store URI scheme 'gs'"),
+        ("s3://", "not a valid s3://bucket/prefix URI"),
+        ("http://example.com/x", "unsupported store URI scheme 'http'"),
+    ],
+)
+def test_bad_store_uri(tmp_path, store, fragment):
+    path = write(tmp_path, GOOD.replace("s3://my-bucket/ray-logme", store))
+    with pytest.raises(ConfigError) as info:
+        RunConfig.from_yaml(path)
+    assert f"{path}:1: store:" in str(info.value)
+    assert fragment in str(info.value)
+
+
+def test_empty_model_list(tmp_path):
+    path = write(
+        tmp_path,
+        """\
+        store: ./store
+        models: []
+        tasks:
+          - {name: digits, uri: "sklearn:digits"}
+        """,
+    )
+    with pytest.raises(ConfigError) as info:
+        RunConfig.from_yaml(path)
+    assert "the model list is empty" in str(info.value)
+    assert len(str(info.value).splitlines()) == 1
+
+
+def test_missing_tasks_and_bad_type(tmp_path):
+    path = write(
+        tmp_path,
+        """\
+        models:
+          - {hub: timm, name: resnet18}
+        resources: {num_workers: many}
+        """,
+    )
+    with pytest.raises(ConfigError) as info:
+        RunConfig.from_yaml(path)
+    lines = str(info.value).splitlines()
+    assert any(
+        line.startswith(f"{path}") and "tasks: required key is missing" in line for line in lines
+    )
+    assert any(f"{path}:3: resources.num_workers:" in line for line in lines)
+
+
+def test_remote_code_must_be_allowlisted(tmp_path):
+    text = """\
+    models:
+      - {hub: hf, name: org/custom-model, trust_remote_code: true}
+    tasks:
+      - {name: topics, uri: "builtin:topics"}
+    """
+    with pytest.raises(ConfigError, match="allow_remote_code"):
+        RunConfig.from_yaml(write(tmp_path, text))
+    allowed = RunConfig.from_yaml(write(tmp_path, text + "allow_remote_code: [org/custom-model]\n"))
+    assert allowed.models[0].trust_remote_code
+
+
+def test_duplicate_task_names(tmp_path):
+    path = write(
+        tmp_path,
+        GOOD + '  - {name: digits, uri: "builtin:discs"}\n',
+    )
+    with pytest.raises(ConfigError, match="repeated: digits"):
+        RunConfig.from_yaml(path)
+
+
+def test_invalid_yaml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        RunConfig.from_yaml(write(tmp_path, "models: [unclosed\n"))
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        RunConfig.from_yaml(tmp_path / "absent.yaml")
+
+
+def test_model_search_expands_timm_pattern(tmp_path):
+    path = write(
+        tmp_path,
+        """\
+        model_search:
+          - {pattern: "resnet1*", pretrained: false, exclude: ["*d"], limit: 3}
+        tasks:
+          - {name: digits, uri: "sklearn:digits"}
+        """,
+    )
+    import fnmatch
+
+    import timm
+
+    expected = sorted(n for n in timm.list_models("resnet1*") if not fnmatch.fnmatch(n, "*d"))[:3]
+    models = RunConfig.from_yaml(path).resolved_models()
+    assert [m.name for m in models] == expected
+    assert all(not m.pretrained for m in models)
+
+
+def test_config_hash_changes_with_content(tmp_path):
+    a = RunConfig.from_yaml(write(tmp_path, GOOD))
+    b = RunConfig.from_yaml(write(tmp_path, GOOD.replace("resnet18", "resnet34")))
+    assert a.config_hash() != b.config_hash()
+    assert a.config_hash() == RunConfig.from_yaml(write(tmp_path, GOOD)).config_hash()
+
+
+def test_run_id_policy(tmp_path):
+    from ray_logme.pipeline import new_run_id
+
+    config = RunConfig.from_yaml(write(tmp_path, GOOD))
+    now = dt.datetime(2026, 11, 28, 3, 0, 5, tzinfo=dt.timezone.utc)
+    assert new_run_id(config, now) == f"20261128T030005Z-{config.config_hash()[:8]}"
+    fixed = RunConfig.from_yaml(write(tmp_path, GOOD + "run_id: nightly-42\n"))
+    assert new_run_id(fixed, now) == "nightly-42"
