@@ -1,0 +1,719 @@
+"""Tests of ray_logme/leaderboard.py: ranking rules, history, Pareto fronts, renderers, writer.
+
+Ranks are checked against a hand-worked example and against an independent brute-force
+implementation of the documented rules (counting, not pandas ranking); Pareto fronts against an
+O(n^2) dominance check; the HTML page in a real headless Chromium over the DevTools protocol.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from headless_chromium import find_chromium, headless_chromium
+
+from ray_logme.leaderboard import (
+    PastRun,
+    RunRecord,
+    build_leaderboard,
+    filter_models,
+    format_count,
+    json_for_script,
+    leaderboard_data,
+    markdown_text,
+    pareto_front,
+    parse_count,
+    per_task_wide,
+    to_html,
+    to_markdown,
+)
+
+XSS_MODEL = "<script>alert(1)</script>"
+XSS_TAG = "<img src=x onerror=alert(2)>"
+XSS_ERROR = "FeatureError: NaN </script><script>alert(3)</script> <!-- &amp;"
+XSS_HUB = '" onmouseover="alert(4)'
+XSS_TASK = "pets</th><script>alert(5)</script>"
+
+
+def scores_table(entries, run_id: str = "run-1") -> pd.DataFrame:
+    """A scores table from ``{(model, task): score or "failed" or Exception text}``."""
+    rows = []
+    for (model, task), value in entries.items():
+        failed = isinstance(value, str)
+        rows.append(
+            {
+                "run_id": run_id,
+                "model": model,
+                "model_key": f"{model}-key",
+                "task": task,
+                "task_key": f"{task}-key",
+                "kind": "classification",
+                "metric": "logme",
+                "score": np.nan if failed else float(value),
+                "num_samples": 100,
+                "feature_dim": 8,
+                "num_targets": 3,
+                "seconds": 0.5,
+                "state": "failed" if failed else "ok",
+                "error": value if failed else "",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def models_table(names, **columns) -> pd.DataFrame:
+    table = pd.DataFrame({"model": list(names)})
+    table["model_key"] = [f"{name}-key" for name in names]
+    table["hub"] = "timm"
+    table["state"] = "ok"
+    table["error"] = ""
+    for name, values in columns.items():
+        table[name] = values
+    return table
+
+
+def overall_by_model(leaderboard) -> pd.DataFrame:
+    return leaderboard.overall.set_index("model")
+
+
+# ---------------------------------------------------------------------------------------------
+# Ranking: a hand-worked example
+# ---------------------------------------------------------------------------------------------
+
+# Scores (higher is better); "failed" marks a failed pair, a missing key a pair never scored.
+#        T1   T2   T3      T4
+#   A    3    1    0.5     failed
+#   B    2    1    0.7     failed
+#   C    2    3    0.7
+#   D    1    2    failed
+#   E    5
+#   F    (models table only: no scores)
+HAND_SCORES = {
+    ("A", "T1"): 3,
+    ("A", "T2"): 1,
+    ("A", "T3"): 0.5,
+    ("A", "T4"): "TaskError: bad labels",
+    ("B", "T1"): 2,
+    ("B", "T2"): 1,
+    ("B", "T3"): 0.7,
+    ("B", "T4"): "TaskError: bad labels",
+    ("C", "T1"): 2,
+    ("C", "T2"): 3,
+    ("C", "T3"): 0.7,
+    ("D", "T1"): 1,
+    ("D", "T2"): 2,
+    ("D", "T3"): "FeatureError: NaN",
+    ("E", "T1"): 5,
+}
+
+
+def test_ranks_with_ties_and_missing_entries_match_the_hand_computation():
+    lb = build_leaderboard(scores_table(HAND_SCORES), models_table("ABCDEF"))
+
+    # T4 failed for every model: left out, not a reason to call every model incomplete.
+    assert lb.tasks == ("T1", "T2", "T3")
+    assert lb.unscored_tasks == ("T4",)
+
+    # Per-task fractional ranks among all models scored on the task:
+    # T1: E=5 -> 1, A=3 -> 2, B=C=2 share 3 and 4 -> 3.5, D=1 -> 5.
+    # T2: C=3 -> 1, D=2 -> 2, A=B=1 share 3 and 4 -> 3.5.   T3: B=C=0.7 -> 1.5, A -> 3.
+    expected_task_ranks = {
+        ("E", "T1"): 1,
+        ("A", "T1"): 2,
+        ("B", "T1"): 3.5,
+        ("C", "T1"): 3.5,
+        ("D", "T1"): 5,
+        ("C", "T2"): 1,
+        ("D", "T2"): 2,
+        ("A", "T2"): 3.5,
+        ("B", "T2"): 3.5,
+        ("B", "T3"): 1.5,
+        ("C", "T3"): 1.5,
+        ("A", "T3"): 3,
+    }
+    per_task = lb.per_task.set_index(["model", "task"])
+    for pair, rank in expected_task_ranks.items():
+        assert per_task.at[pair, "rank"] == rank, pair
+        assert per_task.at[pair, "state"] == "ok"
+    assert per_task.at[("D", "T3"), "state"] == "failed"
+    assert per_task.at[("D", "T3"), "error"] == "FeatureError: NaN"
+    assert per_task.at[("E", "T2"), "state"] == "missing"
+    assert math.isnan(per_task.at[("E", "T2"), "rank"])
+    assert per_task.xs("T1", level="task")["num_ranked"].eq(5).all()
+    assert per_task.xs("T3", level="task")["num_ranked"].eq(3).all()
+
+    overall = overall_by_model(lb)
+    # Complete models A, B, C; ranks recomputed among them:
+    # T1: A=1, B=C=2.5; T2: C=1, A=B=2.5; T3: B=C=1.5, A=3.
+    # Mean ranks: A=(1+2.5+3)/3=13/6, B=(2.5+2.5+1.5)/3=13/6, C=(2.5+1+1.5)/3=5/3.
+    # Overall: C=1, A=B tie for 2 and 3 -> 2.5.
+    assert list(overall.index[:3]) == ["C", "A", "B"]
+    assert overall.loc[["A", "B", "C"], "complete"].all()
+    assert overall.at["A", "mean_rank"] == pytest.approx(13 / 6)
+    assert overall.at["B", "mean_rank"] == pytest.approx(13 / 6)
+    assert overall.at["C", "mean_rank"] == pytest.approx(5 / 3)
+    assert overall.at["C", "overall_rank"] == 1
+    assert overall.at["A", "overall_rank"] == 2.5
+    assert overall.at["B", "overall_rank"] == 2.5
+    # Min-max normalised among A, B, C: T1 (2..3): A=1, B=C=0; T2 (1..3): C=1, A=B=0;
+    # T3 (0.5..0.7): B=C=1, A=0. Means: A=1/3, B=1/3, C=2/3.
+    assert overall.at["A", "mean_normalised_score"] == pytest.approx(1 / 3)
+    assert overall.at["B", "mean_normalised_score"] == pytest.approx(1 / 3)
+    assert overall.at["C", "mean_normalised_score"] == pytest.approx(2 / 3)
+    assert (overall.loc[["A", "B", "C"], "num_comparable"] == 3).all()
+
+    # D (T1, T2) is ranked only among the models that scored both: A, B, C, D.
+    # T1: A=1, B=C=2.5, D=4; T2: C=1, D=2, A=B=3.5. Means: A=2.25, B=3, C=1.75, D=3.
+    # D ties B for places 3 and 4 -> 3.5 of 4. Normalised: T1 (1..3) D=0; T2 (1..3) D=0.5.
+    assert not overall.at["D", "complete"]
+    assert math.isnan(overall.at["D", "overall_rank"])
+    assert overall.at["D", "mean_rank"] == pytest.approx(3.0)
+    assert overall.at["D", "comparable_rank"] == 3.5
+    assert overall.at["D", "num_comparable"] == 4
+    assert overall.at["D", "mean_normalised_score"] == pytest.approx(0.25)
+    assert overall.at["D", "missing_tasks"] == "T3"
+    # E (T1 only) is compared with every model that scored T1: first of 5, normalised 1.
+    assert overall.at["E", "comparable_rank"] == 1
+    assert overall.at["E", "num_comparable"] == 5
+    assert overall.at["E", "mean_normalised_score"] == pytest.approx(1.0)
+    assert overall.at["E", "tasks_covered"] == 1
+    # F has no score: marked, ranked nowhere.
+    assert overall.at["F", "tasks_covered"] == 0
+    assert math.isnan(overall.at["F", "comparable_rank"])
+    assert pd.isna(overall.at["F", "num_comparable"])
+    # Order: complete by rank, then incomplete by coverage: D (2 tasks), E (1), F (0).
+    assert list(lb.overall["model"]) == ["C", "A", "B", "D", "E", "F"]
+
+    failures = lb.failures.set_index(["model", "task"])
+    assert set(failures.index) == {("A", "T4"), ("B", "T4"), ("D", "T3")}
+    assert (failures["stage"] == "reduce").all()
+
+    wide = per_task_wide(lb, "rank")
+    assert list(wide.index) == list(lb.overall["model"])
+    assert wide.at["E", "T1"] == 1 and math.isnan(wide.at["E", "T3"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Ranking: random cases against an independent brute-force implementation of the rules
+# ---------------------------------------------------------------------------------------------
+
+
+def brute_force_rank(values: dict[str, float], higher_is_better: bool) -> dict[str, float]:
+    """Fractional rank by counting: 1 + (number strictly better) + (number tied, others) / 2."""
+    ranks = {}
+    for name, value in values.items():
+        better = sum(
+            1
+            for other, v in values.items()
+            if other != name and (v > value if higher_is_better else v < value)
+        )
+        tied = sum(1 for other, v in values.items() if other != name and v == value)
+        ranks[name] = 1 + better + tied / 2
+    return ranks
+
+
+def brute_force_overall(scores: dict[tuple[str, str], float], models, tasks):
+    """Per model: (complete, mean_rank, mean_normalised, comparable_rank, num_comparable)."""
+    coverage = {m: {t for t in tasks if (m, t) in scores} for m in models}
+    result = {}
+    for model in models:
+        covered = coverage[model]
+        if not covered:
+            result[model] = (False, None, None, None, None)
+            continue
+        comparable = [m for m in models if covered <= coverage[m]]
+        mean_rank, mean_normalised = {}, {}
+        for task in covered:
+            values = {m: scores[(m, task)] for m in comparable}
+            ranks = brute_force_rank(values, higher_is_better=True)
+            low, high = min(values.values()), max(values.values())
+            for m in comparable:
+                normalised = 1.0 if high == low else (values[m] - low) / (high - low)
+                mean_rank[m] = mean_rank.get(m, 0.0) + ranks[m] / len(covered)
+                mean_normalised[m] = mean_normalised.get(m, 0.0) + normalised / len(covered)
+        # Compare mean ranks with a tolerance: the brute force sums in another order.
+        rounded = {m: round(v, 9) for m, v in mean_rank.items()}
+        position = brute_force_rank(rounded, higher_is_better=False)[model]
+        complete = covered == set(tasks)
+        result[model] = (
+            complete,
+            mean_rank[model],
+            mean_normalised[model],
+            position,
+            len(comparable),
+        )
+    return result
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_ranks_match_a_brute_force_implementation_of_the_rules(seed):
+    rng = np.random.default_rng(seed)
+    models = [f"m{i}" for i in range(int(rng.integers(2, 9)))]
+    tasks = [f"t{i}" for i in range(int(rng.integers(1, 5)))]
+    entries: dict[tuple[str, str], object] = {}
+    for model, task in itertools.product(models, tasks):
+        draw = rng.random()
+        if draw < 0.15:
+            continue  # never scored
+        if draw < 0.25:
+            entries[(model, task)] = "failed: seeded failure"
+        else:
+            entries[(model, task)] = float(rng.integers(0, 4))  # small integers: many ties
+    ok = {pair: value for pair, value in entries.items() if not isinstance(value, str)}
+    lb = build_leaderboard(scores_table(entries), models_table(models))
+    scored_tasks = [t for t in tasks if any((m, t) in ok for m in models)]
+    assert sorted(lb.tasks) == scored_tasks  # (in order of first appearance)
+
+    per_task = lb.per_task.set_index(["model", "task"])
+    for task in scored_tasks:
+        expected = brute_force_rank(
+            {m: ok[(m, task)] for m in models if (m, task) in ok}, higher_is_better=True
+        )
+        for model in models:
+            rank = per_task.at[(model, task), "rank"]
+            if model in expected:
+                assert rank == expected[model], (model, task)
+            else:
+                assert math.isnan(rank)
+
+    expected_overall = brute_force_overall(ok, models, scored_tasks)
+    overall = overall_by_model(lb)
+    for model, (complete, mean_rank, normalised, position, comparable) in expected_overall.items():
+        row = overall.loc[model]
+        assert bool(row["complete"]) == complete, model
+        if mean_rank is None:
+            assert math.isnan(row["mean_rank"]) and math.isnan(row["comparable_rank"])
+            continue
+        assert row["mean_rank"] == pytest.approx(mean_rank), model
+        assert row["mean_normalised_score"] == pytest.approx(normalised), model
+        assert row["comparable_rank"] == position, model
+        assert row["num_comparable"] == comparable, model
+        if complete:
+            assert row["overall_rank"] == position
+        else:
+            assert math.isnan(row["overall_rank"])
+    # Complete models come first, in rank order.
+    complete_ranks = lb.overall.loc[lb.overall["complete"], "overall_rank"].to_list()
+    assert complete_ranks == sorted(complete_ranks)
+    assert lb.overall["complete"].to_list() == sorted(lb.overall["complete"], reverse=True)
+
+
+def test_bad_inputs_give_clear_errors():
+    good = scores_table({("A", "T1"): 1.0})
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['score'\]"):
+        build_leaderboard(good.drop(columns=["score"]), None)
+    with pytest.raises(ValueError, match=r"more than one 'logme' row.*\('A', 'T1'\)"):
+        build_leaderboard(pd.concat([good, good]), None)
+    with pytest.raises(ValueError, match=r"no rows for metric 'nleep'.*\['logme'\]"):
+        build_leaderboard(good, None, metric="nleep")
+    with pytest.raises(ValueError, match=r"tasks \['T9'\] are not in the scores table"):
+        build_leaderboard(good, None, tasks=["T9"])
+    with pytest.raises(ValueError, match=r"lists model\(s\) \['A'\] more than once"):
+        build_leaderboard(good, models_table(["A", "A"]))
+    # An "ok" row without a finite score is a failure, not a rank.
+    broken = scores_table({("A", "T1"): 1.0, ("B", "T1"): 2.0})
+    broken.loc[broken["model"] == "B", "score"] = np.inf
+    lb = build_leaderboard(broken, None)
+    assert list(lb.failures["model"]) == ["B"]
+    assert "not finite" in lb.failures.at[0, "error"]
+    assert overall_by_model(lb).at["A", "overall_rank"] == 1
+
+
+def test_other_metrics_rows_are_ignored_and_can_be_ranked_on_their_own():
+    logme = scores_table({("A", "T1"): 1.0, ("B", "T1"): 2.0})
+    nleep = scores_table({("A", "T1"): 5.0, ("B", "T1"): 3.0}).assign(metric="nleep")
+    both = pd.concat([logme, nleep], ignore_index=True)
+    assert list(build_leaderboard(both, None).overall["model"]) == ["B", "A"]
+    assert list(build_leaderboard(both, None, metric="nleep").overall["model"]) == ["A", "B"]
+
+
+# ---------------------------------------------------------------------------------------------
+# History
+# ---------------------------------------------------------------------------------------------
+
+
+def test_history_diff_across_two_runs():
+    # Run 1: A > B > C on both tasks. Run 2: A gone, D new and best, C now beats B.
+    run1 = scores_table(
+        {("A", "T1"): 9, ("A", "T2"): 9, ("B", "T1"): 5, ("B", "T2"): 5, ("C", "T1"): 1},
+        run_id="run-1",
+    )
+    run1 = pd.concat([run1, scores_table({("C", "T2"): 1}, run_id="run-1")], ignore_index=True)
+    run2 = scores_table(
+        {
+            ("B", "T1"): 1,
+            ("B", "T2"): 1,
+            ("C", "T1"): 5,
+            ("C", "T2"): 5,
+            ("D", "T1"): 9,
+            ("D", "T2"): 9,
+            ("E", "T1"): 3,
+            ("E", "T2"): "FeatureError: NaN",
+        },
+        run_id="run-2",
+    )
+    record1 = RunRecord("run-1", "2025-01-01T00:00:00Z", "cfg1", "0.1.0")
+    record2 = RunRecord("run-2", "2025-01-02T00:00:00Z", "cfg2", "0.1.1")
+    older = PastRun(RunRecord("run-0"), scores_table({("Z", "T1"): 1.0}, run_id="run-0"))
+    # History is newest first and may include the current run itself: it is skipped.
+    history = [PastRun(record2, run2), PastRun(record1, run1), older]
+    lb = build_leaderboard(run2, models_table("BCDE"), history, run=record2)
+
+    assert lb.run == record2
+    assert lb.previous_run == record1
+    changes = lb.changes.set_index("model")
+    assert set(changes.index) == {"A", "B", "C", "D", "E"}  # Z (two runs back) is not compared
+    assert changes.at["A", "change"] == "dropped"
+    assert changes.at["A", "previous_rank"] == 1 and math.isnan(changes.at["A", "overall_rank"])
+    assert changes.at["D", "change"] == "new" and math.isnan(changes.at["D", "previous_rank"])
+    assert changes.at["E", "change"] == "new"
+    # B: 2nd -> 3rd (delta -1); C: 3rd -> 2nd (delta +1). E is incomplete: no delta.
+    assert (changes.at["B", "previous_rank"], changes.at["B", "overall_rank"]) == (2, 3)
+    assert changes.at["B", "rank_delta"] == -1
+    assert (changes.at["C", "previous_rank"], changes.at["C", "overall_rank"]) == (3, 2)
+    assert changes.at["C", "rank_delta"] == 1
+    assert math.isnan(changes.at["E", "rank_delta"])
+    overall = overall_by_model(lb)
+    assert overall.at["C", "change"] == "kept" and overall.at["C", "rank_delta"] == 1
+    assert overall.at["D", "change"] == "new"
+    assert lb.tasks_added == () and lb.tasks_removed == ()
+    assert list(lb.runs["run_id"]) == ["run-2", "run-2", "run-1", "run-0"]
+    assert lb.runs["current"].to_list() == [True, False, False, False]
+
+    markdown = to_markdown(lb)
+    assert "- New: D, E" in markdown
+    assert "- Dropped: A" in markdown
+    assert "B ▼1 (#2 → #3)" in markdown and "C ▲1 (#3 → #2)" in markdown
+
+    # A changed task set is reported.
+    run3 = scores_table({("B", "T1"): 1, ("B", "T3"): 1}, run_id="run-3")
+    lb3 = build_leaderboard(run3, None, [PastRun(record2, run2)])
+    assert lb3.tasks_added == ("T3",) and lb3.tasks_removed == ("T2",)
+    # No history: no changes, and the run id comes from the scores.
+    alone = build_leaderboard(run2, None)
+    assert alone.previous_run is None and alone.changes.empty
+    assert alone.run_id == "run-2"
+    assert (alone.overall["change"] == "").all()
+
+
+# ---------------------------------------------------------------------------------------------
+# Pareto fronts
+# ---------------------------------------------------------------------------------------------
+
+
+def brute_force_front(score, cost, direction):
+    """Point i is on the front iff no j is at least as good on both and strictly on one."""
+    n = len(score)
+    front = []
+    for i in range(n):
+        if not (math.isfinite(score[i]) and math.isfinite(cost[i])):
+            front.append(False)
+            continue
+        dominated = False
+        for j in range(n):
+            if j == i or not (math.isfinite(score[j]) and math.isfinite(cost[j])):
+                continue
+            cheaper_or_equal = cost[j] <= cost[i] if direction == "min" else cost[j] >= cost[i]
+            strictly_cheaper = cost[j] < cost[i] if direction == "min" else cost[j] > cost[i]
+            if (
+                score[j] >= score[i]
+                and cheaper_or_equal
+                and (score[j] > score[i] or strictly_cheaper)
+            ):
+                dominated = True
+                break
+        front.append(not dominated)
+    return front
+
+
+@pytest.mark.parametrize("direction", ["min", "max"])
+@pytest.mark.parametrize("seed", range(20))
+def test_pareto_front_matches_brute_force(seed, direction):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 30))
+    # Few distinct values: duplicates and ties on either axis are common.
+    score = rng.integers(0, 6, n).astype(float)
+    cost = rng.integers(1, 8, n).astype(float)
+    score[rng.random(n) < 0.1] = np.nan
+    cost[rng.random(n) < 0.1] = np.nan
+    expected = brute_force_front(list(score), list(cost), direction)
+    assert pareto_front(score, cost, direction).tolist() == expected
+
+
+def test_pareto_table_uses_complete_models_and_each_cost_axis():
+    # Scores make mean normalised: A=1, B=0.5, C=0, D (incomplete) left out.
+    entries = {("A", "T1"): 3, ("B", "T1"): 2, ("C", "T1"): 1, ("D", "T1"): 9}
+    entries.update({("A", "T2"): 3, ("B", "T2"): 2, ("C", "T2"): 1, ("D", "T2"): "failed"})
+    models = models_table(
+        "ABCD",
+        num_params=[100e6, 10e6, 1e6, 1.0],
+        feature_dim=[768, 2048, 512, 8],
+        throughput=[100.0, 50.0, np.nan, 1e6],
+    )
+    lb = build_leaderboard(scores_table(entries), models)
+    pareto = lb.pareto.set_index("model")
+    assert set(pareto.index) == {"A", "B", "C"}
+    assert pareto["on_front_num_params"].to_dict() == {"A": True, "B": True, "C": True}
+    # feature_dim: B (2048, 0.5) is dominated by A (768, 1.0).
+    assert pareto["on_front_feature_dim"].to_dict() == {"A": True, "B": False, "C": True}
+    # throughput: A is faster and better than B; C has no measured throughput.
+    assert pareto["on_front_throughput"].to_dict() == {"A": True, "B": False, "C": False}
+
+
+# ---------------------------------------------------------------------------------------------
+# Queries
+# ---------------------------------------------------------------------------------------------
+
+
+def test_parse_count_and_format_count():
+    assert parse_count("50M") == 50e6
+    assert parse_count("1.5B") == 1.5e9
+    assert parse_count("1.5g") == 1.5e9
+    assert parse_count(" 300k ") == 300e3
+    assert parse_count("2e6") == 2e6
+    assert parse_count(".5T") == 0.5e12
+    assert parse_count(42) == 42.0
+    for bad in ("", "M", "50MB", "fifty", "-5M", "1,000", "nan", True):
+        with pytest.raises(ValueError):
+            parse_count(bad)
+    assert format_count(5.72e6) == "5.72M"
+    assert format_count(1.5e9) == "1.5B"
+    assert format_count(512) == "512"
+    assert format_count(float("nan")) == ""
+
+
+def test_filter_models_by_budget_keeps_global_ranks():
+    entries = {("A", "T1"): 4, ("B", "T1"): 3, ("C", "T1"): 2, ("D", "T1"): 1}
+    models = models_table(
+        "ABCD",
+        num_params=[300e6, 40e6, 50e6, np.nan],
+        feature_dim=[64, 512, 1024, 8],
+        throughput=[10.0, 500.0, 200.0, 900.0],
+        tags=[["vit"], ["cnn", "mobile"], "cnn", None],
+    )
+    lb = build_leaderboard(scores_table(entries), models)
+    small = filter_models(lb, max_params="50M")
+    # D has no known parameter count: a budget cannot vouch for it.
+    assert list(small.overall["model"]) == ["B", "C"]
+    assert list(small.overall["overall_rank"]) == [2, 3]
+    assert set(small.per_task["model"]) == {"B", "C"}
+    assert small.filters == ("max_params <= 50M",)
+    both = filter_models(lb, max_params=45e6, min_throughput="300")
+    assert list(both.overall["model"]) == ["B"]
+    assert both.filters == ("max_params <= 45M", "min_throughput >= 300")
+    assert list(filter_models(lb, max_feature_dim=512).overall["model"]) == ["A", "B", "D"]
+    assert list(filter_models(lb, tags=["cnn"]).overall["model"]) == ["B", "C"]
+    assert list(filter_models(lb, tags=["cnn", "mobile"]).overall["model"]) == ["B"]
+    assert filter_models(lb, hub="hf").overall.empty
+    # Fronts are recomputed among the kept models: A (64 dims, best) dominates B on feature
+    # dimension in the full leaderboard; without A, B is on the front.
+    assert not lb.pareto.set_index("model").at["B", "on_front_feature_dim"]
+    assert small.pareto.set_index("model")["on_front_feature_dim"].to_dict() == {
+        "B": True,
+        "C": False,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Renderers: escaping
+# ---------------------------------------------------------------------------------------------
+
+
+def hostile_leaderboard():
+    """A leaderboard whose hub-supplied strings try to inject markup everywhere."""
+    entries = {
+        ("resnet18", "flowers"): 0.5,
+        ("resnet18", XSS_TASK): 0.2,
+        ("a|b`*[x](http://evil.invalid)", XSS_TASK): 0.35,
+        ("vit_small", "flowers"): 0.9,
+        ("vit_small", XSS_TASK): XSS_ERROR,
+        (XSS_MODEL, "flowers"): 0.1,
+        (XSS_MODEL, XSS_TASK): 0.4,
+        ("a|b`*[x](http://evil.invalid)", "flowers"): 0.3,
+    }
+    names = ["resnet18", "vit_small", XSS_MODEL, "a|b`*[x](http://evil.invalid)", "broken"]
+    models = models_table(
+        names,
+        num_params=[11.7e6, 22e6, 5e6, 1e9, np.nan],
+        feature_dim=[512, 384, 64, 4096, np.nan],
+        throughput=[900.0, 400.0, 2000.0, 10.0, np.nan],
+        imagenet_top1=[69.7, 81.4, np.nan, np.nan, np.nan],
+        tags=[["cnn"], ["vit"], [XSS_TAG, "ok"], [], []],
+    )
+    models.loc[models["model"] == XSS_MODEL, "hub"] = XSS_HUB
+    models.loc[models["model"] == "broken", ["state", "error"]] = ["failed", XSS_ERROR]
+    previous = scores_table({("resnet18", "flowers"): 1.0, ("gone", "flowers"): 0.0}, "run-0")
+    history = [PastRun(RunRecord("run-0", "2025-01-01T00:00:00Z"), previous)]
+    record = RunRecord("run-1", "2025-01-02T00:00:00Z", XSS_HUB, "0.1.0")
+    return build_leaderboard(scores_table(entries), models, history, run=record)
+
+
+def test_html_escapes_every_hub_supplied_string():
+    lb = hostile_leaderboard()
+    page = to_html(lb)
+    for raw in (XSS_MODEL, XSS_TAG, XSS_ERROR, XSS_HUB, XSS_TASK, "<!--"):
+        assert raw not in page, raw
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "&lt;img src=x onerror=alert(2)&gt;" in page
+    assert "&quot; onmouseover=&quot;alert(4)" in page
+    # Exactly the page's two script elements, no event-handler attributes, no external URL.
+    assert page.count("<script") == 2 and page.count("</script>") == 2
+    assert not re.search(r"<[^>]+\son\w+=", page)
+    url_attributes = re.findall(r"""<[^<>]*\s((?:src|href|action|xlink:href)\s*=[^\s>]*)""", page)
+    assert url_attributes == ['href="#failures"']
+    # The embedded JSON gives back the raw strings.
+    match = re.search(
+        r'<script type="application/json" id="leaderboard-data">(.*?)</script>', page, re.S
+    )
+    data = json.loads(match.group(1))
+    assert data == json.loads(json.dumps(leaderboard_data(lb)))
+    assert XSS_MODEL in [row["model"] for row in data["overall"]]
+    assert XSS_ERROR in [row["error"] for row in data["failures"]]
+
+
+def test_json_for_script_cannot_end_the_script_element():
+    data = {"a": "</script><script>alert(1)</script>", "b": "<!-- \u2028 & >", "c": [1.5, None]}
+    text = json_for_script(data)
+    assert "<" not in text and ">" not in text and "&" not in text and "\u2028" not in text
+    assert json.loads(text) == data
+    with pytest.raises(ValueError):
+        json_for_script({"x": float("nan")})
+
+
+def test_markdown_escapes_hub_strings_and_keeps_tables_intact():
+    lb = hostile_leaderboard()
+    markdown = to_markdown(lb)
+    assert XSS_MODEL not in markdown and XSS_TAG not in markdown
+    # CommonMark: a backslash-escaped "<" is a literal character, never the start of a tag.
+    assert not re.search(r"(?<!\\)<", markdown)
+    assert "\\<script\\>alert(1)\\</script\\>" in markdown
+    assert "\\[x\\](http://evil.invalid)" in markdown  # no link
+    assert markdown_text("a|b") == "a\\|b"
+    assert markdown_text("line\nbreak") == "line break"
+    assert markdown_text("x" * 50, max_chars=10) == "x" * 9 + "…"
+    # Every row of a table has as many unescaped pipes as its header.
+    for block in re.findall(r"((?:^\|.*\|$\n?)+)", markdown, re.M):
+        counts = {len(re.findall(r"(?<!\\)\|", line)) for line in block.strip().splitlines()}
+        assert len(counts) == 1, block
+
+
+# ---------------------------------------------------------------------------------------------
+# The page in a real browser
+# ---------------------------------------------------------------------------------------------
+
+CHROMIUM = find_chromium()
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="no chromium binary on PATH (apt-get install chromium; .ci/run installs it)",
+)
+
+ROW_MODELS_JS = (
+    "Array.from(document.querySelectorAll('#overall-table tbody tr'))"
+    ".filter(r => !r.hidden).map(r => r.dataset.model)"
+)
+
+
+@needs_chromium
+def test_page_in_headless_chromium(tmp_path: Path):
+    lb = hostile_leaderboard()
+    page_path = tmp_path / "index.html"
+    page_path.write_text(to_html(lb), encoding="utf-8")
+    broken_path = tmp_path / "broken.html"
+    broken_path.write_text(
+        "<!DOCTYPE html><html><body><script>console.error('seeded');missing()</script>"
+        '<img src="http://127.0.0.1:9/x.png"></body></html>',
+        encoding="utf-8",
+    )
+    with headless_chromium(CHROMIUM) as browser:
+        page = browser.new_page()
+        page.goto(page_path.as_uri())
+        page.settle()
+        assert page.evaluate("document.body.dataset.ready") == "true"
+        assert page.evaluate("document.body.dataset.models") == str(len(lb.overall))
+        # The expected rows, in rank order, with hostile names shown as text.
+        assert page.evaluate(ROW_MODELS_JS) == list(lb.overall["model"])
+        model_cells = page.evaluate(
+            "Array.from(document.querySelectorAll('#overall-table .model')).map(e => e.textContent)"
+        )
+        assert model_cells == list(lb.overall["model"])
+        assert XSS_TAG in page.evaluate(
+            "Array.from(document.querySelectorAll('.tag')).map(e => e.textContent)"
+        )
+        headers = page.evaluate(
+            "Array.from(document.querySelectorAll('#overall-table thead th')).map(e => e.textContent)"
+        )
+        assert headers[-2:] == ["flowers", XSS_TASK]  # per-task columns
+        assert page.evaluate("document.scripts.length") == 2
+        assert page.evaluate("document.querySelectorAll('img, iframe, object').length") == 0
+        failures = page.evaluate(
+            "Array.from(document.querySelectorAll('#failures-table tbody tr'))"
+            ".map(r => Array.from(r.cells).map(c => c.textContent))"
+        )
+        assert failures == [
+            [row["stage"], row["model"], row["task"], row["error"]]
+            for row in lb.failures.to_dict("records")
+        ]
+        assert page.evaluate(
+            "Array.from(document.querySelectorAll('#dropped-models li')).map(e => e.textContent)"
+        ) == ["gone"]
+
+        # Sorting: mean normalised score, descending first, missing values last; then ascending.
+        column = headers.index("mean norm. score") + 1
+        click = (
+            f"document.querySelector('#overall-table thead th:nth-child({column}) button').click()"
+        )
+        page.evaluate(click)
+        by_score = lb.overall.sort_values(
+            "mean_normalised_score", ascending=False, na_position="last", kind="stable"
+        )
+        assert page.evaluate(ROW_MODELS_JS) == list(by_score["model"])
+        page.evaluate(click)
+        ascending = lb.overall.sort_values(
+            "mean_normalised_score", ascending=True, na_position="last", kind="stable"
+        )
+        assert page.evaluate(ROW_MODELS_JS) == list(ascending["model"])
+        # Rank-change column and the search box.
+        change_column = headers.index("change")
+        changes = page.evaluate(
+            "Object.fromEntries(Array.from(document.querySelectorAll('#overall-table tbody tr'))"
+            f".map(r => [r.dataset.model, r.cells[{change_column}].textContent]))"
+        )
+        # resnet18 was 1st of the previous run; now the three complete models tie for 2nd.
+        assert changes["resnet18"] == "▼1"
+        assert changes["vit_small"] == "new" and changes[XSS_MODEL] == "new"
+        page.evaluate(
+            "const s = document.getElementById('model-search'); s.value = 'RESNET';"
+            "s.dispatchEvent(new Event('input'))"
+        )
+        assert page.evaluate(ROW_MODELS_JS) == ["resnet18"]
+        # The cost-axis buttons switch the plot; the front points are labelled circles.
+        page.evaluate("document.querySelector('button[data-axis=throughput]').click()")
+        assert page.evaluate(
+            "Array.from(document.querySelectorAll('figure.plot-figure'))"
+            ".filter(f => !f.hidden).map(f => f.dataset.axis)"
+        ) == ["throughput"]
+        front = page.evaluate(
+            "Array.from(document.querySelectorAll("
+            "'figure[data-axis=num_params] circle.on-front')).map(c => c.dataset.model)"
+        )
+        expected_front = lb.pareto.loc[lb.pareto["on_front_num_params"], "model"]
+        assert sorted(front) == sorted(expected_front)
+        page.settle()
+        assert page.report.errors() == []
+        # Self-contained: the page itself is the only request.
+        assert page.report.requests == [page_path.as_uri()]
+
+        # The harness does see errors and requests when a page has them.
+        control = browser.new_page()
+        control.goto(broken_path.as_uri())
+        control.settle()
+        errors = control.report.errors()
+        assert any("seeded" in error for error in errors)
+        assert any("missing is not defined" in error for error in errors)
+        assert "http://127.0.0.1:9/x.png" in control.report.requests
