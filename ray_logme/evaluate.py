@@ -59,6 +59,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ray_logme.errors import RayLogMEError
+
 logger = logging.getLogger(__name__)
 
 RANK_STATISTICS = ("weighted_tau", "kendall_tau", "pearson")
@@ -739,21 +741,22 @@ def load_scores_table(path: str | Path) -> pd.DataFrame:
 
 
 def _read_table(uri: str) -> pd.DataFrame:
+    """A CSV (by its ``.csv`` suffix) or Parquet table from a local path or ``s3://`` URI."""
     import pyarrow.csv as pa_csv
     import pyarrow.fs as pa_fs
     import pyarrow.parquet as pq
 
-    if "://" in uri:
-        filesystem, path = pa_fs.FileSystem.from_uri(uri)
-    else:
-        filesystem, path = pa_fs.LocalFileSystem(), str(Path(uri).resolve())
-    info = filesystem.get_file_info(path)
-    if info.type == pa_fs.FileType.NotFound:
-        raise FileNotFoundError(f"table {uri} does not exist")
-    if path.endswith(".csv"):
-        with filesystem.open_input_stream(path) as stream:
-            return pa_csv.read_csv(stream).to_pandas()
-    return pq.read_table(path, filesystem=filesystem).to_pandas()
+    from ray_logme.storage import filesystem_from_uri, storage_errors
+
+    filesystem, path = filesystem_from_uri(uri)
+    with storage_errors("reading", uri):
+        info = filesystem.get_file_info(path)
+        if info.type == pa_fs.FileType.NotFound:
+            raise FileNotFoundError(f"table {uri} does not exist")
+        if path.endswith(".csv"):
+            with filesystem.open_input_stream(path) as stream:
+                return pa_csv.read_csv(stream).to_pandas()
+        return pq.read_table(path, filesystem=filesystem).to_pandas()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -859,7 +862,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return run_from_args(args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, RayLogMEError) as error:
         sys.stderr.write(f"ray-logme evaluate: error: {error}\n")
         return 2
 

@@ -16,6 +16,7 @@ import pytest
 from scipy import stats
 
 from ray_logme import evaluate as ev
+from ray_logme.errors import StorageError
 
 IMAGENET_TOP1_CSV = Path(__file__).parent / "data" / "imagenet_top1_published.csv"
 
@@ -604,3 +605,25 @@ def test_markdown_escapes_pipes():
     text = evaluation.to_markdown(digits=2)
     assert "a\\|b" in text and "0.12" in text
     assert io.StringIO(text).readline().startswith("| task |")
+
+
+def test_run_evaluate_reads_tables_from_s3(s3_server, tmp_path):
+    scores, truth = _synthetic_tables()
+    scores = scores[scores.metric == "logme"]
+    bucket = s3_server.new_bucket("evaluate")
+    client = s3_server.boto3_client()
+    buffer = io.BytesIO()
+    scores.to_parquet(buffer, index=False)
+    client.put_object(Bucket=bucket, Key="runs/r1/scores.parquet", Body=buffer.getvalue())
+    client.put_object(Bucket=bucket, Key="truth.csv", Body=truth.to_csv(index=False).encode())
+    result = ev.run_evaluate(
+        f"s3://{bucket}/runs/r1/scores.parquet",
+        f"s3://{bucket}/truth.csv",
+        output_path=tmp_path / "per_task.parquet",
+        num_bootstrap=100,
+    )
+    expected = ev.evaluate_ranking(scores, truth, num_bootstrap=100)
+    pd.testing.assert_frame_equal(result.per_task, expected.per_task)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "per_task.parquet"), expected.per_task)
+    with pytest.raises(StorageError, match="does not exist"):
+        ev.run_evaluate(f"s3://{bucket}/runs/missing/scores.parquet", f"s3://{bucket}/truth.csv")
