@@ -199,6 +199,11 @@ def _split_uri(uri: str) -> tuple[str, str]:
         return "local", os.path.abspath(os.path.expanduser(uri))
     parts = urlsplit(uri)
     scheme = parts.scheme.lower()
+    if scheme not in ("file", "s3"):
+        raise StorageError(
+            f"unsupported URI scheme {scheme!r} in {_display_uri(uri)!r}: "
+            f"supported are {', '.join(SUPPORTED_SCHEMES)}"
+        )
     if parts.username or parts.password:
         raise StorageError(
             f"credentials in the URI {_display_uri(uri)!r} are not allowed: "
@@ -208,16 +213,11 @@ def _split_uri(uri: str) -> tuple[str, str]:
         if parts.netloc not in ("", "localhost"):
             raise StorageError(f"file:// URI {uri!r} names a host; use file:///absolute/path")
         return "local", os.path.abspath(parts.path)
-    if scheme == "s3":
-        bucket = parts.netloc
-        if not bucket:
-            raise StorageError(f"S3 URI {uri!r} has no bucket: use s3://bucket/prefix")
-        key = parts.path.strip("/")
-        return "s3", f"{bucket}/{key}" if key else bucket
-    raise StorageError(
-        f"unsupported URI scheme {scheme!r} in {_display_uri(uri)!r}: "
-        f"supported are {', '.join(SUPPORTED_SCHEMES)}"
-    )
+    bucket = parts.netloc
+    if not bucket:
+        raise StorageError(f"S3 URI {uri!r} has no bucket: use s3://bucket/prefix")
+    key = parts.path.strip("/")
+    return "s3", f"{bucket}/{key}" if key else bucket
 
 
 def _display_uri(uri: str) -> str:
@@ -709,8 +709,6 @@ class FeatureStore:
         final = self.path_of(relpath)
         folder, name = os.path.split(final)
         os.makedirs(folder, exist_ok=True)
-        if not overwrite and os.path.exists(final):
-            return False
         temp = os.path.join(folder, f".{name}.{uuid.uuid4().hex}.tmp")
         logger.debug("writing %s via %s (%d bytes)", final, temp, len(data))
         try:
@@ -986,7 +984,8 @@ def feature_shard_table(
             f"{where}: {bad_rows.size} of {num_rows} rows have NaN/Inf features (first row "
             f"{int(bad_rows[0])}): the model is numerically unstable on this input"
         )
-    stored = features.astype(np.dtype(feature_dtype), copy=False)
+    with np.errstate(over="ignore"):  # float16 overflow is reported just below
+        stored = features.astype(np.dtype(feature_dtype), copy=False)
     if feature_dtype == "float16" and not np.isfinite(stored).all():
         raise FeatureError(
             f"{where}: features overflow float16 (|x| > 65504): store them as float32"
