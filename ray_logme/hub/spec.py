@@ -1,0 +1,164 @@
+"""``ModelSpec``: one candidate model in the run config (which hub, which weights, how to pool).
+
+Light on purpose: importing this module pulls in pydantic only, never torch, timm or transformers,
+so the config layer can validate a YAML file without paying for the model libraries.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+
+Hub = Literal["timm", "hf"]
+Pooling = Literal["default", "mean", "cls", "last", "max", "pooler"]
+DType = Literal["auto", "float32", "float16", "bfloat16"]
+
+# Poolings each hub understands; "default" means the model's own choice (see ``load_extractor``).
+POOLINGS_BY_HUB: dict[str, tuple[str, ...]] = {
+    "timm": ("default", "mean", "cls", "max"),
+    "hf": ("default", "mean", "cls", "last", "max", "pooler"),
+}
+
+# ``timm_kwargs`` may not set what ModelSpec fields (or the loader) own: weights, head, pooling.
+RESERVED_TIMM_KWARGS = frozenset(
+    {
+        "pretrained",
+        "pretrained_cfg",
+        "pretrained_cfg_overlay",
+        "checkpoint_path",
+        "cache_dir",
+        "num_classes",
+        "global_pool",
+        "device",
+        "dtype",
+        "model_name",
+    }
+)
+
+
+class ModelSpec(BaseModel):
+    """One candidate model: hub, name, weights and feature pooling.
+
+    Examples (YAML)::
+
+        - {hub: timm, name: convnext_tiny.fb_in22k}
+        - {hub: timm, name: resnet50, checkpoint_path: /ckpt/resnet50_ft.safetensors}
+        - {hub: timm, name: "hf-hub:timm/vit_small_patch14_dinov2.lvd142m", revision: main}
+        - {hub: hf, name: sentence-transformers/all-MiniLM-L6-v2, pooling: mean, max_length: 256}
+        - {hub: hf, name: /models/my-vit, pooling: cls}
+
+    ``name`` is a timm model name (with optional pretrained tag, ``hf-hub:org/repo`` or
+    ``local-dir:/path`` / an existing directory holding timm's ``config.json``) for ``hub: timm``;
+    a Hugging Face repo id or a local directory written by ``save_pretrained`` for ``hub: hf``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    hub: Hub
+    name: str = Field(min_length=1)
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) to load; ``None`` is the repo's default branch."""
+    pretrained: bool = True
+    """``False`` builds the architecture with random weights (seeded by ``init_seed``)."""
+    checkpoint_path: str | None = None
+    """timm only: a local weight file (``.safetensors``; pickle formats need ``allow_pickle``)."""
+    pooling: Pooling = "default"
+    """How token/spatial features become one vector per input. ``default``: timm's own head
+    pooling; mean over the attention mask for HF text encoders, last non-pad token for
+    decoder-only HF models, CLS token for HF ViT-style models, ``pooler_output`` for HF convnets."""
+    dtype: DType = "auto"
+    """Compute dtype. ``auto``: bfloat16 on GPUs that support it, else float16 on GPU, float32 on
+    CPU. Features are always returned as float32."""
+    max_length: PositiveInt | None = None
+    """HF text only: truncation length in tokens (default: the model's limit, at most 512)."""
+    trust_remote_code: bool = False
+    """HF only: run the repo's own Python code. Also needs the repo id in the run config's
+    ``allow_remote_code`` list."""
+    allow_pickle: bool = False
+    """Accept pickle weight files (``.bin``/``.pth``), still loaded with ``weights_only=True``."""
+    init_seed: int = 0
+    """Seed of the random initialisation when ``pretrained`` is false (keeps features and the
+    fingerprint reproducible)."""
+    timm_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """timm only: extra keyword arguments for ``timm.create_model`` (e.g. ``img_size: 384``)."""
+    tags: dict[str, str] = Field(default_factory=dict)
+    """Free labels carried to the leaderboard (family, licence, owner, ...)."""
+
+    @field_validator("name")
+    @classmethod
+    def _strip_name(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("model name is empty")
+        return value
+
+    @field_validator("timm_kwargs")
+    @classmethod
+    def _check_json_able(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            json.dumps(value, sort_keys=True)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                f"timm_kwargs must be plain JSON values (numbers, strings, lists): {exc}"
+            ) from exc
+        return value
+
+    @model_validator(mode="after")
+    def _check_hub_options(self) -> ModelSpec:
+        where = f"model {self.name!r} (hub: {self.hub})"
+        if self.pooling not in POOLINGS_BY_HUB[self.hub]:
+            raise ValueError(
+                f"{where}: pooling {self.pooling!r} is not available for {self.hub} models; "
+                f"choose one of {list(POOLINGS_BY_HUB[self.hub])}"
+            )
+        if self.hub == "timm":
+            if self.max_length is not None:
+                raise ValueError(f"{where}: max_length applies to text models (hub: hf) only")
+            if self.trust_remote_code:
+                raise ValueError(f"{where}: trust_remote_code applies to hub: hf only")
+            reserved = sorted(RESERVED_TIMM_KWARGS & self.timm_kwargs.keys())
+            if reserved:
+                raise ValueError(
+                    f"{where}: timm_kwargs may not set {reserved}; use the ModelSpec fields "
+                    "(pretrained, checkpoint_path, pooling, dtype) instead"
+                )
+        else:
+            if self.checkpoint_path is not None:
+                raise ValueError(
+                    f"{where}: checkpoint_path is for timm models; for Hugging Face models give the "
+                    "directory written by save_pretrained as the name"
+                )
+            if self.timm_kwargs:
+                raise ValueError(f"{where}: timm_kwargs applies to hub: timm only")
+        if self.checkpoint_path is not None and not self.pretrained:
+            raise ValueError(
+                f"{where}: checkpoint_path loads weights, so pretrained: false contradicts it"
+            )
+        return self
+
+    def __hash__(self) -> int:
+        # pydantic's frozen hash would hash the dict fields and fail; the JSON form is canonical.
+        return hash(self.model_dump_json())
+
+    @property
+    def display_name(self) -> str:
+        """Short human name for tables and logs: ``name[@revision]`` plus non-default qualifiers.
+
+        e.g. ``convnext_tiny.fb_in22k``, ``org/model@v2``, ``resnet18 [random-init]``,
+        ``resnet50 [ckpt:ft.safetensors]``, ``bert-base-uncased [cls]``.
+        """
+        label = self.name if self.revision is None else f"{self.name}@{self.revision}"
+        qualifiers = []
+        if not self.pretrained:
+            qualifiers.append(
+                "random-init" if self.init_seed == 0 else f"random-init:{self.init_seed}"
+            )
+        if self.checkpoint_path is not None:
+            qualifiers.append(
+                f"ckpt:{self.checkpoint_path.replace(chr(92), '/').rsplit('/', 1)[-1]}"
+            )
+        if self.pooling != "default":
+            qualifiers.append(self.pooling)
+        return f"{label} [{', '.join(qualifiers)}]" if qualifiers else label
