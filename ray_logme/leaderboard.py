@@ -68,6 +68,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import rankdata
 
 logger = logging.getLogger(__name__)
 
@@ -386,48 +387,57 @@ def _ranks_descending(scores: pd.DataFrame) -> pd.DataFrame:
     return scores.rank(axis=0, method="average", ascending=False)
 
 
-def _min_max_normalised(scores: pd.DataFrame) -> pd.DataFrame:
-    """Per-column ``(score - min) / (max - min)``; 1.0 where every score of the column is equal."""
-    low, high = scores.min(axis=0), scores.max(axis=0)
-    span = high - low
-    normalised = (scores - low) / span.where(span > 0)
-    equal = span[span <= 0].index
-    normalised[equal] = 1.0
-    return normalised
-
-
 def _overall_stats(score_matrix: pd.DataFrame) -> pd.DataFrame:
     """Comparable-set ranking of every model (row) over the tasks (columns) of ``score_matrix``.
 
     ``score_matrix``: float64[models, tasks], NaN where a model has no ok score. Returns, per
     model: ``tasks_covered``, ``complete``, ``mean_rank``, ``mean_normalised_score``,
     ``comparable_rank``, ``num_comparable``, ``overall_rank`` (complete models only).
+
+    One pass per distinct coverage pattern (set of covered tasks). Ranks are multiples of 1/2,
+    so equal rank sums are exactly equal floats and tied means compare equal without tolerance.
     """
-    covered = score_matrix.notna()
-    stats = pd.DataFrame(index=score_matrix.index)
-    stats["tasks_covered"] = covered.sum(axis=1).astype("int64")
-    stats["complete"] = covered.all(axis=1) & (score_matrix.shape[1] > 0)
-    for column in ("mean_rank", "mean_normalised_score", "comparable_rank", "num_comparable"):
-        stats[column] = np.nan
-    patterns: dict[tuple[bool, ...], list[Any]] = {}
-    for model, row in covered.iterrows():
-        patterns.setdefault(tuple(bool(flag) for flag in row), []).append(model)
-    for pattern, members in patterns.items():
-        tasks = [task for task, flag in zip(score_matrix.columns, pattern, strict=True) if flag]
-        if not tasks:
-            continue
-        comparable = covered[tasks].all(axis=1)
-        block = score_matrix.loc[comparable, tasks]
-        mean_rank = _ranks_descending(block).mean(axis=1)
-        mean_normalised = _min_max_normalised(block).mean(axis=1)
-        comparable_rank = mean_rank.rank(method="average", ascending=True)
-        stats.loc[members, "mean_rank"] = mean_rank[members].to_numpy()
-        stats.loc[members, "mean_normalised_score"] = mean_normalised[members].to_numpy()
-        stats.loc[members, "comparable_rank"] = comparable_rank[members].to_numpy()
-        stats.loc[members, "num_comparable"] = float(len(block))
-    stats["overall_rank"] = stats["comparable_rank"].where(stats["complete"])
-    stats["num_comparable"] = stats["num_comparable"].astype("Int64")
-    return stats
+    values = score_matrix.to_numpy(dtype=np.float64)
+    covered = ~np.isnan(values)
+    num_models, num_tasks = values.shape
+    mean_rank = np.full(num_models, np.nan)
+    mean_normalised = np.full(num_models, np.nan)
+    comparable_rank = np.full(num_models, np.nan)
+    num_comparable = np.full(num_models, np.nan)
+    if num_models and num_tasks:
+        patterns, pattern_of_model = np.unique(covered, axis=0, return_inverse=True)
+        pattern_of_model = pattern_of_model.reshape(-1)
+        for index, pattern in enumerate(patterns):
+            if not pattern.any():
+                continue
+            comparable = covered[:, pattern].all(axis=1)
+            block = values[np.ix_(comparable, pattern)]  # float64[comparable, pattern tasks]
+            block_mean_rank = rankdata(-block, method="average", axis=0).mean(axis=1)
+            low, high = block.min(axis=0), block.max(axis=0)
+            span = high - low
+            normalised = np.where(span > 0, (block - low) / np.where(span > 0, span, 1.0), 1.0)
+            block_comparable_rank = rankdata(block_mean_rank, method="average")
+            members = pattern_of_model == index
+            in_block = members[comparable]
+            mean_rank[members] = block_mean_rank[in_block]
+            mean_normalised[members] = normalised.mean(axis=1)[in_block]
+            comparable_rank[members] = block_comparable_rank[in_block]
+            num_comparable[members] = comparable.sum()
+    complete = covered.all(axis=1) & (num_tasks > 0)
+    return pd.DataFrame(
+        {
+            "tasks_covered": covered.sum(axis=1).astype("int64"),
+            "complete": complete,
+            "mean_rank": mean_rank,
+            "mean_normalised_score": mean_normalised,
+            "comparable_rank": comparable_rank,
+            "num_comparable": pd.array(
+                [None if np.isnan(n) else int(n) for n in num_comparable], dtype="Int64"
+            ),
+            "overall_rank": np.where(complete, comparable_rank, np.nan),
+        },
+        index=score_matrix.index,
+    )
 
 
 def _score_matrix(clean: pd.DataFrame, models: Sequence[str], tasks: Sequence[str]) -> pd.DataFrame:
@@ -544,6 +554,44 @@ def _as_past_run(entry: PastRun | tuple) -> PastRun:
     )
 
 
+def _per_task_table(
+    clean: pd.DataFrame, matrix: pd.DataFrame, task_ranks: pd.DataFrame
+) -> pd.DataFrame:
+    """Long table of every (model, task) cell of ``matrix`` (float64[models, tasks]): the pair's
+    row of ``clean`` (``state`` ``missing`` when there is none), its score and rank; sorted by
+    task (in matrix order), rank, model."""
+    models, tasks = list(matrix.index), list(matrix.columns)
+    model_position = np.tile(np.arange(len(models)), len(tasks))
+    task_position = np.repeat(np.arange(len(tasks)), len(models))
+    grid = pd.DataFrame(
+        {
+            "model": pd.Series([models[i] for i in model_position], dtype=object),
+            "task": pd.Series([tasks[j] for j in task_position], dtype=object),
+        }
+    )
+    pairs = clean[["model", "task", "model_key", "state", "error"]]
+    table = grid.merge(pairs, on=["model", "task"], how="left", validate="one_to_one")
+    task_info = clean.drop_duplicates("task").set_index("task")
+    table["task_key"] = table["task"].map(task_info["task_key"])
+    table["kind"] = table["task"].map(task_info["kind"])
+    table["score"] = matrix.to_numpy()[model_position, task_position]
+    table["rank"] = task_ranks.to_numpy()[model_position, task_position]
+    table["num_ranked"] = matrix.notna().sum(axis=0).to_numpy()[task_position].astype("int64")
+    table["state"] = table["state"].fillna("missing")
+    table["model_key"] = table["model_key"].fillna("")
+    table["error"] = table["error"].fillna("")
+    table["task_order"] = task_position
+    table = table.sort_values(
+        ["task_order", "rank", "model"], na_position="last", kind="stable"
+    ).reset_index(drop=True)
+    table = table[list(PER_TASK_COLUMNS)]
+    for column in ("model", "model_key", "task", "task_key", "kind", "state", "error"):
+        table[column] = table[column].astype(object)
+    table["score"] = table["score"].astype("float64")
+    table["rank"] = table["rank"].astype("float64")
+    return table
+
+
 def build_leaderboard(
     scores: pd.DataFrame,
     models: pd.DataFrame | None,
@@ -577,59 +625,23 @@ def build_leaderboard(
 
     # per_task: every (model, task) pair of the leaderboard's tasks, missing pairs included.
     matrix = _score_matrix(clean, model_names, scored_tasks)
-    task_ranks = _ranks_descending(matrix)
-    by_pair = clean.set_index(["model", "task"])
-    task_info = clean.drop_duplicates("task").set_index("task")
-    per_task_rows = []
-    for task in scored_tasks:
-        num_ranked = int(matrix[task].notna().sum())
-        for model in model_names:
-            pair = by_pair.loc[(model, task)] if (model, task) in by_pair.index else None
-            per_task_rows.append(
-                {
-                    "model": model,
-                    "model_key": pair["model_key"] if pair is not None else "",
-                    "task": task,
-                    "task_key": task_info.at[task, "task_key"],
-                    "kind": task_info.at[task, "kind"],
-                    "score": matrix.at[model, task],
-                    "rank": task_ranks.at[model, task],
-                    "num_ranked": num_ranked,
-                    "state": pair["state"] if pair is not None else "missing",
-                    "error": pair["error"] if pair is not None else "",
-                }
-            )
-    per_task = pd.DataFrame(per_task_rows, columns=list(PER_TASK_COLUMNS))
-    per_task["score"] = per_task["score"].astype("float64")
-    per_task["rank"] = per_task["rank"].astype("float64")
-    per_task["num_ranked"] = per_task["num_ranked"].astype("int64")
-    if not per_task.empty:
-        per_task = per_task.sort_values(
-            ["task", "rank", "model"],
-            key=lambda column: (
-                column.map({t: i for i, t in enumerate(scored_tasks)})
-                if column.name == "task"
-                else column
-            ),
-            na_position="last",
-            kind="stable",
-        ).reset_index(drop=True)
+    per_task = _per_task_table(clean, matrix, _ranks_descending(matrix))
 
     # overall
     stats = _overall_stats(matrix)
     overall = model_info.join(stats)
     overall["num_tasks"] = len(scored_tasks)
-    covered = matrix.notna()
+    covered = matrix.notna().to_numpy()
     overall["missing_tasks"] = [
-        ", ".join(task for task in scored_tasks if not covered.at[model, task])
-        for model in overall.index
+        ", ".join(task for task, flag in zip(scored_tasks, row, strict=True) if not flag)
+        for row in covered
     ]
 
     # history
     history_runs = [_as_past_run(entry) for entry in (history or ())]
     current_id = run_record.run_id if run_record is not None else None
     previous = next((past for past in history_runs if past.record.run_id != current_id), None)
-    changes = pd.DataFrame(columns=list(CHANGES_COLUMNS))
+    changes = _typed_frame([], CHANGES_COLUMNS)
     overall["previous_rank"] = np.nan
     overall["change"] = ""
     tasks_added: tuple[str, ...] = ()
@@ -668,9 +680,7 @@ def build_leaderboard(
         ]
         changes = pd.DataFrame(change_rows)
         changes["rank_delta"] = changes["previous_rank"] - changes["overall_rank"]
-        changes = changes[list(CHANGES_COLUMNS)]
-        for column in ("previous_rank", "overall_rank", "rank_delta"):
-            changes[column] = changes[column].astype("float64")
+        changes = _typed_frame(changes, CHANGES_COLUMNS)
     overall["rank_delta"] = overall["previous_rank"] - overall["overall_rank"]
     overall = overall.reset_index().rename(columns={"index": "model"})
     overall["complete"] = overall["complete"].astype(bool)
@@ -730,6 +740,33 @@ def build_leaderboard(
         tasks_added=tasks_added,
         tasks_removed=tasks_removed,
     )
+
+
+_FLOAT_COLUMNS = frozenset(
+    {
+        "score",
+        "rank",
+        "overall_rank",
+        "mean_rank",
+        "mean_normalised_score",
+        "comparable_rank",
+        "num_params",
+        "feature_dim",
+        "throughput",
+        "imagenet_top1",
+        "previous_rank",
+        "rank_delta",
+    }
+)
+
+
+def _typed_frame(rows: pd.DataFrame | list, columns: Sequence[str]) -> pd.DataFrame:
+    """``rows`` with exactly ``columns``: rank/score/cost columns float64, the rest text
+    (object), so an empty table has the same Parquet schema as a full one."""
+    frame = pd.DataFrame(rows, columns=list(columns))
+    for column in columns:
+        frame[column] = frame[column].astype("float64" if column in _FLOAT_COLUMNS else object)
+    return frame
 
 
 def _sort_overall(overall: pd.DataFrame) -> pd.DataFrame:
@@ -998,20 +1035,22 @@ def to_markdown(leaderboard: Leaderboard) -> str:
         ),
     )
     if leaderboard.tasks:
-        scores, ranks = per_task_wide(leaderboard, "score"), per_task_wide(leaderboard, "rank")
-        states = leaderboard.per_task.set_index(["model", "task"])["state"]
+        task_cells = {
+            (row["model"], row["task"]): row for row in leaderboard.per_task.to_dict("records")
+        }
         lines += ["", f"## Per task ({markdown_text(leaderboard.metric)}, rank)", ""]
 
         def cell(model: str, task: str) -> str:
-            if pd.isna(scores.at[model, task]):
-                return states.get((model, task), "missing")
-            return f"{scores.at[model, task]:.4f} (#{_format_rank(ranks.at[model, task])})"
+            pair = task_cells[(model, task)]
+            if pair["state"] != OK_STATE:
+                return pair["state"]
+            return f"{pair['score']:.4f} (#{_format_rank(pair['rank'])})"
 
         lines += _markdown_table(
             ["model", *(markdown_text(task) for task in leaderboard.tasks)],
             (
                 [markdown_text(model), *(cell(model, task) for task in leaderboard.tasks)]
-                for model in scores.index
+                for model in overall["model"]
             ),
         )
     lines += ["", "## Score versus cost (Pareto fronts)", ""]
@@ -1160,7 +1199,9 @@ def _th(label: str, kind: str, default_order: str = "asc", title: str = "") -> s
 def _overall_table_html(leaderboard: Leaderboard) -> str:
     overall = leaderboard.overall
     tasks = leaderboard.tasks
-    per_task = leaderboard.per_task.set_index(["model", "task"])
+    task_cells = {
+        (row["model"], row["task"]): row for row in leaderboard.per_task.to_dict("records")
+    }
     kinds = leaderboard.per_task.drop_duplicates("task").set_index("task")["kind"]
     header = [
         _th("#", "num", "asc", "overall rank among complete models"),
@@ -1220,7 +1261,7 @@ def _overall_table_html(leaderboard: Leaderboard) -> str:
             _td(_escape(_format_float(row["imagenet_top1"], 2)), row["imagenet_top1"], "num"),
         ]
         for task in tasks:
-            pair = per_task.loc[(model, task)]
+            pair = task_cells[(model, task)]
             if pair["state"] == OK_STATE:
                 text = (
                     f"{_escape(_format_float(pair['score'], 4))}"
@@ -1551,32 +1592,34 @@ def _csv_safe(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _arrow_table(table: pd.DataFrame):
+    """``table`` as a ``pyarrow.Table``; text columns become strings (missing -> ``""``)."""
     import pyarrow as pa
 
     converted = table.copy()
     for column in converted.columns:
-        if converted[column].dtype == object and column != "complete":
-            values = converted[column]
-            if all(isinstance(v, (bool, np.bool_)) for v in values):
-                continue
-            converted[column] = values.map(_text)
+        if converted[column].dtype == object:
+            converted[column] = converted[column].map(_text).astype(object)
     return pa.Table.from_pandas(converted, preserve_index=False)
 
 
 def write_leaderboard(
-    leaderboard: Leaderboard, store: Any, run_id: str, *, latest: bool = True
+    leaderboard: Leaderboard, store: Any, run_id: str | None = None, *, latest: bool = True
 ) -> dict[str, str]:
     """Write the leaderboard through the feature store; return ``{relpath: uri}``.
 
     Writes ``runs/{run_id}/leaderboard/`` and, with ``latest``, ``leaderboard/`` (the latest
     leaderboard): ``<table>.parquet`` and ``<table>.csv`` for each of ``Leaderboard.tables()``,
-    ``summary.md`` and ``index.html``. ``store`` needs ``write_table(relpath, pyarrow.Table)``,
+    ``summary.md`` and ``index.html``. ``run_id`` defaults to the leaderboard's run. ``store`` needs ``write_table(relpath, pyarrow.Table)``,
     ``write_text(relpath, str)`` and ``uri_of(relpath)`` (``ray_logme.storage.FeatureStore``).
     CSV text cells starting with ``= + - @`` get a leading ``'`` so spreadsheets do not run
     them; Parquet keeps the exact values.
     """
+    run_id = run_id if run_id is not None else leaderboard.run_id
     if not run_id or "/" in run_id or run_id in (".", ".."):
-        raise ValueError(f"run_id {run_id!r} must be a non-empty name without '/'")
+        raise ValueError(
+            f"run_id {run_id!r} must be a non-empty name without '/' (pass run_id= or build the "
+            "leaderboard with run=RunRecord(...))"
+        )
     prefixes = [f"runs/{run_id}/leaderboard"] + (["leaderboard"] if latest else [])
     summary, page = to_markdown(leaderboard), to_html(leaderboard)
     written: dict[str, str] = {}

@@ -7,6 +7,7 @@ O(n^2) dominance check; the HTML page in a real headless Chromium over the DevTo
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import math
@@ -32,6 +33,7 @@ from ray_logme.leaderboard import (
     per_task_wide,
     to_html,
     to_markdown,
+    write_leaderboard,
 )
 
 XSS_MODEL = "<script>alert(1)</script>"
@@ -717,3 +719,103 @@ def test_page_in_headless_chromium(tmp_path: Path):
         assert any("seeded" in error for error in errors)
         assert any("missing is not defined" in error for error in errors)
         assert "http://127.0.0.1:9/x.png" in control.report.requests
+
+
+# ---------------------------------------------------------------------------------------------
+# Edge cases
+# ---------------------------------------------------------------------------------------------
+
+
+def test_empty_and_all_failed_runs_still_render():
+    empty = build_leaderboard(
+        scores_table({}).reindex(columns=["model", "task", "score", "state"]), None
+    )
+    assert empty.overall.empty and empty.per_task.empty and empty.tasks == ()
+    all_failed = build_leaderboard(
+        scores_table({("A", "T1"): "TaskError: x", ("B", "T1"): "TaskError: y"}),
+        models_table("AB", num_params=[1e6, 2e6]),
+    )
+    assert all_failed.tasks == () and all_failed.unscored_tasks == ("T1",)
+    assert not all_failed.overall["complete"].any()
+    assert len(all_failed.failures) == 2 and all_failed.pareto.empty
+    for lb in (empty, all_failed):
+        assert "<svg" not in to_html(lb)  # no plot without complete models, but a page
+        assert to_html(lb).startswith("<!DOCTYPE html>")
+        assert to_markdown(lb).startswith("# Model leaderboard")
+        # Same column types as a full leaderboard, so the Parquet schemas match across runs.
+        full = hostile_leaderboard()
+        for name, table in lb.tables().items():
+            assert list(table.columns) == list(full.tables()[name].columns), name
+        assert lb.changes["previous_rank"].dtype == "float64"
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing through the feature store (local folder and the moto S3 server)
+# ---------------------------------------------------------------------------------------------
+
+
+def as_written(table: pd.DataFrame) -> pd.DataFrame:
+    """What a table looks like after the writer: text columns as str, missing text as ""."""
+    written = table.copy()
+    for column in written.columns:
+        if written[column].dtype == object:
+            written[column] = written[column].map(
+                lambda v: (
+                    ""
+                    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
+                    else str(v)
+                )
+            )
+    return written
+
+
+@pytest.fixture(params=["local", "s3"])
+def feature_store(request, tmp_path):
+    from ray_logme.storage import FeatureStore
+
+    if request.param == "local":
+        return FeatureStore(str(tmp_path / "store"))
+    s3_server = request.getfixturevalue("s3_server")
+    return FeatureStore(f"s3://{s3_server.new_bucket('leaderboard')}/store")
+
+
+def test_write_leaderboard_round_trips_through_the_store(feature_store):
+    lb = hostile_leaderboard()
+    formula = '=HYPERLINK("http://evil.invalid","x")'
+    lb.overall.loc[lb.overall["model"] == "resnet18", "hub"] = formula
+    written = write_leaderboard(lb, feature_store, "run-1")
+    names = ["overall", "per_task", "pareto", "changes", "failures", "runs"]
+    for prefix in ("runs/run-1/leaderboard", "leaderboard"):
+        expected_files = [f"{prefix}/{name}.{ext}" for name in names for ext in ("parquet", "csv")]
+        expected_files += [f"{prefix}/summary.md", f"{prefix}/index.html"]
+        assert set(expected_files) <= set(written)
+        for relpath in expected_files:
+            assert written[relpath] == feature_store.uri_of(relpath)
+            assert feature_store.exists(relpath), relpath
+        for name in names:
+            table = lb.tables()[name]
+            parquet = feature_store.read_table(f"{prefix}/{name}.parquet").to_pandas()
+            pd.testing.assert_frame_equal(
+                parquet.astype(object), as_written(table).astype(object), check_dtype=False
+            )
+            csv = pd.read_csv(
+                io.StringIO(feature_store.read_text(f"{prefix}/{name}.csv")),
+                keep_default_na=False,
+            )
+            assert list(csv.columns) == list(table.columns)
+            assert len(csv) == len(table)
+        assert feature_store.read_text(f"{prefix}/summary.md") == to_markdown(lb)
+        assert feature_store.read_text(f"{prefix}/index.html") == to_html(lb)
+        # Parquet keeps the exact string; the CSV copy cannot run as a spreadsheet formula.
+        overall_csv = pd.read_csv(
+            io.StringIO(feature_store.read_text(f"{prefix}/overall.csv")), keep_default_na=False
+        ).set_index("model")
+        assert overall_csv.at["resnet18", "hub"] == "'" + formula
+        assert overall_csv.at["resnet18", "rank_delta"] == "-1.0"  # numbers are left alone
+    with pytest.raises(ValueError, match="run_id"):
+        write_leaderboard(lb, feature_store, "../x")
+    # Without "latest", only the run's own folder is written.
+    assert all(
+        path.startswith("runs/run-2/")
+        for path in write_leaderboard(lb, feature_store, "run-2", latest=False)
+    )
