@@ -844,16 +844,16 @@ def filter_models(
     keep = pd.Series(True, index=overall.index)
     filters = list(leaderboard.filters)
     bounds = (
-        ("num_params", max_params, "<=", "max_params"),
-        ("feature_dim", max_feature_dim, "<=", "max_feature_dim"),
-        ("throughput", min_throughput, ">=", "min_throughput"),
+        ("num_params", max_params, "≤", "max_params"),
+        ("feature_dim", max_feature_dim, "≤", "max_feature_dim"),
+        ("throughput", min_throughput, "≥", "min_throughput"),
     )
     for column, bound, operator, name in bounds:
         if bound is None:
             continue
         limit = parse_count(bound)
         values = overall[column].astype("float64")
-        keep &= (values <= limit) if operator == "<=" else (values >= limit)
+        keep &= (values <= limit) if operator == "≤" else (values >= limit)
         filters.append(f"{name} {operator} {format_count(limit)}")
     if hub is not None:
         keep &= overall["hub"] == hub

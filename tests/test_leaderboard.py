@@ -505,10 +505,10 @@ def test_filter_models_by_budget_keeps_global_ranks():
     assert list(small.overall["model"]) == ["B", "C"]
     assert list(small.overall["overall_rank"]) == [2, 3]
     assert set(small.per_task["model"]) == {"B", "C"}
-    assert small.filters == ("max_params <= 50M",)
+    assert small.filters == ("max_params ≤ 50M",)
     both = filter_models(lb, max_params=45e6, min_throughput="300")
     assert list(both.overall["model"]) == ["B"]
-    assert both.filters == ("max_params <= 45M", "min_throughput >= 300")
+    assert both.filters == ("max_params ≤ 45M", "min_throughput ≥ 300")
     assert list(filter_models(lb, max_feature_dim=512).overall["model"]) == ["A", "B", "D"]
     assert list(filter_models(lb, tags=["cnn"]).overall["model"]) == ["B", "C"]
     assert list(filter_models(lb, tags=["cnn", "mobile"]).overall["model"]) == ["B"]
