@@ -81,17 +81,21 @@ def seeded_init(seed: int) -> Iterator[None]:
 
 
 def sha256_of_files(paths: Sequence[Path], root: Path | None = None) -> str:
-    """sha256 hex over the files' relative names and contents, in sorted order.
+    """sha256 hex of weight/model files.
 
-    One file with ``root=None`` hashes the content only, so it equals ``sha256sum file``.
+    One file: the sha256 of its content (what ``sha256sum`` prints). Several: sha256 over each
+    file's name (relative to ``root``, else its base name) and content, in sorted name order.
     """
     digest = hashlib.sha256()
-    if len(paths) == 1 and root is None:
+    if len(paths) == 1:
         _update_with_file(digest, paths[0])
         return digest.hexdigest()
-    for path in sorted(paths, key=lambda p: p.relative_to(root).as_posix() if root else p.name):
-        name = path.relative_to(root).as_posix() if root else path.name
-        digest.update(name.encode("utf-8") + b"\0")
+
+    def name_of(path: Path) -> str:
+        return path.relative_to(root).as_posix() if root else path.name
+
+    for path in sorted(paths, key=name_of):
+        digest.update(name_of(path).encode("utf-8") + b"\0")
         _update_with_file(digest, path)
         digest.update(b"\0")
     return digest.hexdigest()
