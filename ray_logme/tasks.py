@@ -29,7 +29,7 @@ import os
 import re
 import struct
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -646,7 +646,6 @@ class _TaskPlan:
     file_index: np.ndarray  # int64[n]
     file_row: np.ndarray  # int64[n]
     labels: np.ndarray  # int64[n] class index | float64[n] | float64[n, t]
-    input_type: pa.DataType = field(default_factory=pa.binary)
 
 
 def _check_columns(spec: TaskSpec, schema: pa.Schema) -> None:
@@ -796,7 +795,6 @@ def _plan_task(spec: TaskSpec, source: _TaskSource, task_key: str, revision: str
         file_index=file_index[selected],
         file_row=file_row[selected],
         labels=labels,
-        input_type=source.schema.field(spec.input_column).type,
     )
 
 
@@ -878,7 +876,9 @@ def _regression_targets(table: pa.Table, columns: list[str], where: str, locate)
 
 def stratified_quotas(class_counts: Sequence[int], max_samples: int) -> np.ndarray:
     """Rows to keep per class: proportional to ``class_counts``, at least 1 each, summing to
-    ``min(max_samples, total)`` (largest-remainder rounding; ties go to the lower class index).
+    ``min(max_samples, total)``. Starts from ``floor(exact share)`` (at least 1), then hands
+    single rows to the class furthest below its exact share (ties: lower class index), or takes
+    them from the one furthest above it.
     """
     counts = np.asarray(class_counts, dtype=np.int64)
     total = int(counts.sum())
@@ -892,19 +892,12 @@ def stratified_quotas(class_counts: Sequence[int], max_samples: int) -> np.ndarr
     exact = counts * (max_samples / total)
     quotas = np.where(present, np.maximum(np.floor(exact).astype(np.int64), 1), 0)
     quotas = np.minimum(quotas, counts)
-    remainder = exact - np.floor(exact)
-    while quotas.sum() < max_samples:  # hand out the rest by largest remainder
-        room = quotas < counts
-        order = sorted(np.flatnonzero(room), key=lambda k: (-remainder[k], k))
-        quotas[order[0]] += 1
-        remainder[order[0]] = -1.0
-        if (remainder[room] < 0).all():
-            remainder = exact - np.floor(exact) - (quotas - np.floor(exact))
-    while quotas.sum() > max_samples:  # the at-least-one rule overshot: trim the largest
-        order = sorted(
-            np.flatnonzero(quotas > 1), key=lambda k: (-(quotas[k] - exact[k]), -quotas[k], k)
-        )
-        quotas[order[0]] -= 1
+    while quotas.sum() < max_samples:  # next row to the class furthest below its share
+        room = np.flatnonzero(quotas < counts)
+        quotas[min(room, key=lambda k: (quotas[k] - exact[k], k))] += 1
+    while quotas.sum() > max_samples:  # the at-least-one rule overshot: trim the furthest above
+        spare = np.flatnonzero(quotas > 1)
+        quotas[min(spare, key=lambda k: (exact[k] - quotas[k], k))] -= 1
     return quotas
 
 

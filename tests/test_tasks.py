@@ -196,7 +196,12 @@ def test_stratified_quotas_small_cases_by_brute_force():
     """Among all allocations with >= 1 per class, the result minimises the largest deviation."""
     import itertools
 
-    for counts, max_samples in [([5, 3, 2], 4), ([10, 1, 1], 5), ([7, 7], 5), ([9, 2, 4, 1], 7)]:
+    rng = np.random.default_rng(0)
+    cases = [([5, 3, 2], 4), ([10, 1, 1], 5), ([7, 7], 5), ([9, 2, 4, 1], 7)]
+    for _ in range(40):
+        counts = rng.integers(1, 7, size=int(rng.integers(2, 5))).tolist()
+        cases.append((counts, int(rng.integers(len(counts), sum(counts) + 1))))
+    for counts, max_samples in cases:
         quotas = stratified_quotas(counts, max_samples)
         exact = np.asarray(counts) * max_samples / sum(counts)
         best = min(
