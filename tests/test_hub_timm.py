@@ -463,3 +463,34 @@ def test_modality_check_names_model_and_task():
         ensure_modality(extractor, "text", "imdb")
     with pytest.raises(ValueError, match="modality must be one of"):
         ensure_modality(extractor, "audio", "speech")
+
+
+# --------------------------------------------------------------------------- GPU (skipped on CPU)
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+@needs_cuda
+@pytest.mark.parametrize("name", ["convnext_atto", "vit_tiny_patch16_224", "resnet18"])
+def test_cuda_autocast_channels_last_matches_cpu(name):
+    spec = timm_spec(name)
+    gpu = load_extractor(spec, device="auto")
+    cpu = load_extractor(spec, device="cpu")
+    want = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    assert gpu.device.type == "cuda" and gpu.metadata.dtype == want
+    assert gpu.metadata.fingerprint == cpu.metadata.fingerprint  # device-independent content key
+    conv = next(p for p in gpu.model.parameters() if p.ndim == 4)
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    images = [random_rgb(seed) for seed in range(8)]
+    on_gpu, on_cpu = gpu.extract(images), cpu.extract(images)
+    assert on_gpu.dtype == np.float32 and np.isfinite(on_gpu).all()
+    assert _cosine_rows(on_gpu, on_cpu).min() > 0.99
+    one_by_one = np.concatenate([gpu.extract([image]) for image in images])
+    assert _cosine_rows(one_by_one, on_gpu).min() > 0.995
+    exact = load_extractor(spec.model_copy(update={"dtype": "float32"}), device="cuda")
+    assert exact.metadata.dtype == "float32"
+    assert _cosine_rows(exact.extract(images), on_cpu).min() > 0.9999

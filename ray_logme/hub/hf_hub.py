@@ -207,15 +207,15 @@ def _content_files(folder: Path) -> list[Path]:
 
 
 def _modality(spec: ModelSpec, config: dict[str, Any], model_type: str, native: bool) -> str:
-    if native:
-        image_like = model_type in IMAGE_PROCESSOR_MAPPING_NAMES
-        text_like = model_type in TOKENIZER_MAPPING_NAMES or "vocab_size" in config
-    else:
-        image_like = "num_channels" in config or "image_size" in config
+    """``"image"`` or ``"text"``: from transformers' processor/tokenizer registries when they know
+    the model type, else from the config (``vocab_size`` -> text; ``num_channels``/``image_size``
+    -> image). Multimodal (CLIP-style) models are refused."""
+    image_like = native and model_type in IMAGE_PROCESSOR_MAPPING_NAMES
+    text_like = native and model_type in TOKENIZER_MAPPING_NAMES
+    if not image_like and not text_like:
         text_like = "vocab_size" in config
-    if (image_like and text_like) or (
-        not image_like and ("text_config" in config or "vision_config" in config)
-    ):
+        image_like = not text_like and ("num_channels" in config or "image_size" in config)
+    if (image_like and text_like) or ("text_config" in config and "vision_config" in config):
         raise ModelLoadError(
             f"Hugging Face model {spec.name!r} ({model_type}) is multimodal (text and image towers); "
             "ray-logme embeds with single-modality models only"
@@ -384,14 +384,23 @@ def _build_preprocessor(
 
 
 def _max_length(spec: ModelSpec, source: HFSource, tokenizer: Any) -> int:
+    """Truncation length: ``spec.max_length``, else the smallest of the tokenizer's limit, the
+    model's position embeddings and 512. A ``max_length`` beyond the position embeddings is an
+    error now rather than an index error on the first long text."""
+    positions = source.config.get("max_position_embeddings") or source.config.get("n_positions")
+    positions = positions if isinstance(positions, int) and positions > 0 else None
     if spec.max_length is not None:
+        if positions is not None and spec.max_length > positions:
+            raise ModelLoadError(
+                f"Hugging Face model {spec.name!r}: max_length {spec.max_length} exceeds its "
+                f"{positions} position embeddings; use max_length <= {positions}"
+            )
         return spec.max_length
     limits = [DEFAULT_MAX_LENGTH_CAP]
     model_limit = getattr(tokenizer, "model_max_length", None)
     if isinstance(model_limit, int) and 0 < model_limit < 1_000_000:
         limits.append(model_limit)
-    positions = source.config.get("max_position_embeddings") or source.config.get("n_positions")
-    if isinstance(positions, int) and positions > 0:
+    if positions is not None:
         limits.append(positions)
     return min(limits)
 
