@@ -1,0 +1,777 @@
+"""The extract stage: models x tasks -> feature shards on the store, on a Ray cluster.
+
+Work is model-major. For each model, one Ray Data pipeline streams the *pending* input shards of
+every task through a pool of model actors, so weights are loaded once per actor per model, never
+once per task::
+
+    read_parquet(task input shards, include_paths)            # CPU read tasks
+      -> map_batches(_decode_images)                          # CPU tasks: decode + model transform
+      -> map_batches(ModelActor, compute=ActorPoolStrategy,   # one model copy per actor,
+                     num_gpus=gpus_per_worker)                #   GPU-pinned when there is one
+      -> driver: gather rows per shard, commit complete shards (atomic, at most once)
+
+Text tasks skip the CPU stage: tokenising is cheap and needs no fixed tensor shape between
+stages, so the actor tokenises its own batch.
+
+Shards already committed for ``(model_key, task_key)`` are not read at all, so a rerun of the
+same config does no forward pass (and loads no model) for them. Keys are content keys:
+:func:`model_key` hashes what determines the features (spec, weight identity, library versions);
+the task key comes from the task snapshot (dataset revision).
+
+Failure isolation: a model that fails to load, a batch that runs out of memory at batch size 1,
+non-finite features or an undecodable input fail the affected (model, task) rows of the status
+table, with an error and a traceback, while the rest of the run goes on. Ray-level faults (a
+dying actor) are retried by Ray Data's actor pool; since shards are committed by the driver only
+when complete, and at most once, nothing is duplicated or lost.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import time
+import traceback
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from ray_logme import __version__
+from ray_logme.errors import FeatureError, RayLogMEError
+from ray_logme.hub import ModelSpec, ensure_modality, load_extractor, load_preprocessor
+from ray_logme.storage import FeatureStore, slug
+from ray_logme.tasks import TaskSnapshot
+
+logger = logging.getLogger(__name__)
+
+CPU_BATCH_SIZE = 32
+GPU_BATCH_SIZE = 128
+#: Test-only fault injection: path of a marker file; the first model actor batch that finds it
+#: missing creates it and kills its own process (exercises Ray's actor restart).
+FAULT_INJECT_ENV = "RAY_LOGME_FAULT_EXIT_ONCE"
+
+
+# --------------------------------------------------------------------------------------------
+# Keys and status records
+
+
+def model_key(spec: ModelSpec) -> str:
+    """Content key of a model's features: ``{slug(name)}-{sha256[:12]}``, without loading it.
+
+    Hashes the spec (less its free ``tags``), the identity of its weights (the content hash of
+    a local checkpoint file, the name/size/mtime listing of a local model directory, the hub
+    revision otherwise), and the major.minor versions of torch, timm and transformers, so a new
+    library release recomputes features instead of mixing old and new ones.
+    """
+    identity = spec.model_dump(mode="json", exclude={"tags"})
+    identity["weights"] = _weight_identity(spec)
+    identity["libraries"] = _library_versions()
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    return f"{slug(spec.name.removeprefix('hf-hub:'))}-{digest[:12]}"
+
+
+def _weight_identity(spec: ModelSpec) -> str | None:
+    if spec.checkpoint_path:
+        return _file_sha256(spec.checkpoint_path)
+    local = Path(spec.name.removeprefix("local-dir:"))
+    if local.is_dir():
+        listing = sorted(
+            (str(p.relative_to(local)), p.stat().st_size, int(p.stat().st_mtime))
+            for p in local.rglob("*")
+            if p.is_file()
+        )
+        return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
+    return spec.revision
+
+
+@functools.lru_cache(maxsize=256)
+def _file_sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _file_sha256(path: str) -> str:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return f"missing:{path}"  # the load then fails with a clear CheckpointError
+    return _file_sha256_cached(path, stat.st_size, stat.st_mtime_ns)
+
+
+def _library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("torch", "timm", "transformers"):
+        try:
+            out[name] = ".".join(version(name).split(".")[:2])
+        except PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+@dataclass
+class PairStatus:
+    """Extract status of one (model, task) pair: one row of ``runs/{run_id}/status.parquet``."""
+
+    run_id: str
+    model: str
+    model_key: str
+    task: str
+    task_key: str
+    shards_total: int = 0
+    shards_done: int = 0
+    shards_computed: int = 0
+    rows: int = 0
+    rows_computed: int = 0
+    seconds: float = 0.0
+    state: str = "pending"  # pending | ok | failed
+    error: str | None = None
+    traceback: str | None = None
+
+    def fail(self, message: str, tb: str | None = None) -> None:
+        if self.state != "failed":  # keep the first cause
+            self.state = "failed"
+            self.error = message
+            self.traceback = tb
+
+
+@dataclass
+class ModelRecord:
+    """One model's extract summary: one row of ``runs/{run_id}/models.parquet``."""
+
+    run_id: str
+    model: str
+    model_key: str
+    hub: str
+    num_params: int | None = None
+    feature_dim: int | None = None
+    input_size: str | None = None
+    throughput: float | None = None  # samples per second per worker, forward pass only
+    extract_seconds: float = 0.0
+    rows_computed: int = 0
+    state: str = "pending"
+    error: str | None = None
+    tags: str = "{}"
+    metadata: str = "{}"
+
+
+@dataclass
+class ExtractResult:
+    """What :func:`extract` did: per-pair status, per-model records, and forward counts."""
+
+    pairs: list[PairStatus] = field(default_factory=list)
+    models: list[ModelRecord] = field(default_factory=list)
+
+    @property
+    def forward_rows(self) -> int:
+        """Rows that went through a model forward pass in this call."""
+        return sum(p.rows_computed for p in self.pairs)
+
+    @property
+    def failed(self) -> list[PairStatus]:
+        return [p for p in self.pairs if p.state == "failed"]
+
+    def status_table(self):
+        import pyarrow as pa
+
+        return pa.Table.from_pylist([asdict(p) for p in self.pairs], schema=STATUS_SCHEMA)
+
+    def models_table(self):
+        import pyarrow as pa
+
+        return pa.Table.from_pylist([asdict(m) for m in self.models], schema=MODELS_SCHEMA)
+
+
+def _status_schema():
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("model", pa.string()),
+            ("model_key", pa.string()),
+            ("task", pa.string()),
+            ("task_key", pa.string()),
+            ("shards_total", pa.int64()),
+            ("shards_done", pa.int64()),
+            ("shards_computed", pa.int64()),
+            ("rows", pa.int64()),
+            ("rows_computed", pa.int64()),
+            ("seconds", pa.float64()),
+            ("state", pa.string()),
+            ("error", pa.string()),
+            ("traceback", pa.string()),
+        ]
+    )
+
+
+def _models_schema():
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("model", pa.string()),
+            ("model_key", pa.string()),
+            ("hub", pa.string()),
+            ("num_params", pa.int64()),
+            ("feature_dim", pa.int64()),
+            ("input_size", pa.string()),
+            ("throughput", pa.float64()),
+            ("extract_seconds", pa.float64()),
+            ("rows_computed", pa.int64()),
+            ("state", pa.string()),
+            ("error", pa.string()),
+            ("tags", pa.string()),
+            ("metadata", pa.string()),
+        ]
+    )
+
+
+STATUS_SCHEMA = _status_schema()
+MODELS_SCHEMA = _models_schema()
+
+
+# --------------------------------------------------------------------------------------------
+# Pipeline pieces that run on Ray workers
+
+
+@functools.lru_cache(maxsize=8)
+def _preprocessor_for(spec_json: str):
+    return load_preprocessor(ModelSpec.model_validate_json(spec_json))
+
+
+def _short_error(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= 2000 else text[:1997] + "..."
+
+
+def decode_images(batch: Mapping[str, np.ndarray], spec_json: str) -> dict[str, np.ndarray]:
+    """CPU stage: encoded images -> the model's input tensors, one row per input row.
+
+    ``batch`` has ``path`` (input shard), ``row_id`` and ``input`` (encoded bytes). Returns
+    ``path``, ``row_id``, ``pixel_values: float32[n, 3, H, W]`` and ``error`` (empty string, or
+    why this row could not be decoded, naming the shard file and row).
+    """
+    preprocessor = _preprocessor_for(spec_json)
+    inputs = list(batch["input"])
+    errors = np.full(len(inputs), "", dtype=object)
+    try:
+        pixels = preprocessor(inputs)["pixel_values"]
+    except Exception:
+        # Find the rows at fault; keep the good ones.
+        good, shape = {}, None
+        for i, item in enumerate(inputs):
+            try:
+                good[i] = preprocessor([item])["pixel_values"][0]
+                shape = good[i].shape
+            except Exception as exc:
+                errors[i] = (
+                    f"cannot decode input row_id={int(batch['row_id'][i])} of "
+                    f"{batch['path'][i]}: {_short_error(exc)}"
+                )
+        if shape is None:
+            shape = (3, 1, 1)
+        pixels = np.zeros((len(inputs), *shape), dtype=np.float32)
+        for i, array in good.items():
+            pixels[i] = array
+    return {
+        "path": np.asarray(batch["path"]),
+        "row_id": np.asarray(batch["row_id"], dtype=np.int64),
+        "pixel_values": np.ascontiguousarray(pixels, dtype=np.float32),
+        "error": errors.astype(str),
+    }
+
+
+class ModelActor:
+    """Model stage of the pipeline: one loaded model per actor process (Ray Data callable class).
+
+    Loads the model once in ``__init__``. A load failure does not crash the actor (Ray would
+    retry it forever or fail the whole pipeline): it is kept and reported on every row, so the
+    driver fails exactly this model's pairs. ``__call__`` runs the forward pass in micro-batches,
+    halving the micro-batch on an out-of-memory error down to 1.
+
+    Returns ``path``, ``row_id``, ``features: float32[n, d]`` (zeros on failed rows),
+    ``forward_seconds: float64[n]`` (the batch's forward time spread over its rows) and ``error``.
+    """
+
+    def __init__(
+        self,
+        spec_json: str,
+        device: str,
+        allow_remote_code: Sequence[str],
+        batch_size: int,
+        store: FeatureStore,
+        model_key: str,
+    ) -> None:
+        self.spec = ModelSpec.model_validate_json(spec_json)
+        self.batch_size = batch_size
+        self.load_error: str | None = None
+        self.feature_dim = 1
+        try:
+            import torch
+
+            torch.set_grad_enabled(False)
+            self.extractor = load_extractor(
+                self.spec, device=device, allow_remote_code=tuple(allow_remote_code)
+            )
+            self.feature_dim = int(self.extractor.metadata.feature_dim)
+            record = self.extractor.metadata.to_dict()
+            store.write_text(
+                f"models/{model_key}/model.json", json.dumps(record, sort_keys=True, indent=1)
+            )
+        except Exception as exc:
+            self.load_error = f"model failed to load: {_short_error(exc)}"
+            self.load_traceback = traceback.format_exc()
+            logger.error("%s: %s", self.spec.name, self.load_error)
+
+    def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        _maybe_inject_fault()
+        num_rows = len(batch["row_id"])
+        errors = np.asarray(batch["error"], dtype=object) if "error" in batch else None
+        if errors is None:
+            errors = np.full(num_rows, "", dtype=object)
+        features = np.zeros((num_rows, self.feature_dim), dtype=np.float32)
+        seconds = 0.0
+        if self.load_error is not None:
+            errors[:] = self.load_error
+        else:
+            ok = np.flatnonzero(errors == "")
+            if ok.size:
+                start = time.perf_counter()
+                try:
+                    features[ok] = self._forward(batch, ok)
+                except Exception as exc:
+                    errors[ok] = f"forward pass failed: {_short_error(exc)}"
+                seconds = time.perf_counter() - start
+        return {
+            "path": np.asarray(batch["path"]),
+            "row_id": np.asarray(batch["row_id"], dtype=np.int64),
+            "features": features,
+            "forward_seconds": np.full(num_rows, seconds / max(num_rows, 1)),
+            "error": errors.astype(str),
+        }
+
+    def _forward(self, batch: Mapping[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
+        """Features of ``rows`` of the batch, in micro-batches that halve on OOM."""
+        import torch
+
+        out = np.empty((rows.size, self.feature_dim), dtype=np.float32)
+        start = 0
+        while start < rows.size:
+            index = rows[start : start + self.batch_size]
+            try:
+                out[start : start + index.size] = self._forward_rows(batch, index)
+            except torch.OutOfMemoryError:
+                if self.batch_size == 1:
+                    raise
+                self.batch_size = max(1, self.batch_size // 2)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                logger.warning(
+                    "%s: out of memory, micro-batch halved to %d", self.spec.name, self.batch_size
+                )
+                continue
+            start += index.size
+        return out
+
+    def _forward_rows(self, batch: Mapping[str, np.ndarray], index: np.ndarray) -> np.ndarray:
+        if "pixel_values" in batch:
+            tensors = {"pixel_values": np.asarray(batch["pixel_values"])[index]}
+        else:
+            tensors = self.extractor.preprocess([str(batch["input"][i]) for i in index])
+        return self.extractor(tensors)
+
+
+def _maybe_inject_fault() -> None:
+    marker = os.environ.get(FAULT_INJECT_ENV)
+    if marker and not os.path.exists(marker):
+        Path(marker).write_text(str(os.getpid()))
+        logger.warning("fault injection: actor %d exits on purpose", os.getpid())
+        os._exit(1)
+
+
+# --------------------------------------------------------------------------------------------
+# Driver
+
+
+@dataclass
+class _ShardBuffer:
+    """Rows of one input shard gathered in the driver until the shard is complete."""
+
+    expected_rows: int
+    row_ids: list[np.ndarray] = field(default_factory=list)
+    features: list[np.ndarray] = field(default_factory=list)
+    seconds: float = 0.0
+    error: str | None = None
+    rows: int = 0
+
+
+def extract(
+    models: Sequence[ModelSpec],
+    snapshots: Mapping[str, TaskSnapshot | RayLogMEError],
+    store: FeatureStore,
+    run_id: str,
+    *,
+    num_workers: int = 1,
+    gpus_per_worker: float = 0.0,
+    cpus_per_worker: float = 1.0,
+    preprocess_cpus: float = 0.5,
+    batch_size: int | None = None,
+    allow_remote_code: Iterable[str] = (),
+    max_restarts: int = 2,
+    wait_for_actors_s: float = 600.0,
+    runtime_env: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> ExtractResult:
+    """Compute and commit the feature shards of every (model, task) pair; return their status.
+
+    ``snapshots`` maps task name to its :class:`TaskSnapshot`, or to the error that prevented
+    snapshotting it (its pairs are recorded as failed). Shards already committed are skipped.
+    ``runtime_env`` is passed to the model actors (e.g. ``{"env_vars": {"HF_TOKEN": ...}}``);
+    ``wait_for_actors_s`` bounds how long a pool may wait for its first actor (a GPU that never
+    comes fails that model instead of hanging the run).
+    Never raises for a model or task at fault; Ray-level failures that persist after retries are
+    recorded against the model whose pipeline they broke.
+    """
+    import ray
+
+    allow_remote_code = tuple(allow_remote_code)
+    device = "cuda" if gpus_per_worker > 0 else "cpu"
+    if batch_size is None:
+        batch_size = GPU_BATCH_SIZE if device == "cuda" else CPU_BATCH_SIZE
+    if not ray.is_initialized():
+        ray.init()
+    result = ExtractResult()
+    for spec in models:
+        key = model_key(spec)
+        record = ModelRecord(
+            run_id=run_id,
+            model=spec.display_name,
+            model_key=key,
+            hub=spec.hub,
+            tags=json.dumps(spec.tags, sort_keys=True),
+        )
+        pairs = _plan_pairs(spec, key, snapshots, store, run_id)
+        result.pairs.extend(pairs.values())
+        result.models.append(record)
+        started = time.perf_counter()
+        preprocessor = None
+        try:
+            preprocessor = load_preprocessor(spec)
+            modality = preprocessor.modality
+        except Exception as exc:
+            for pair in pairs.values():
+                pair.fail(f"model failed to load: {_short_error(exc)}", traceback.format_exc())
+            modality = None
+        if modality is not None:
+            for pair in pairs.values():
+                snapshot = snapshots[pair.task]
+                if pair.state == "pending" and isinstance(snapshot, TaskSnapshot):
+                    try:
+                        ensure_modality(preprocessor, snapshot.info.modality, pair.task)
+                    except RayLogMEError as exc:
+                        pair.fail(_short_error(exc))
+            work = [
+                (pair, snapshots[pair.task])
+                for pair in pairs.values()
+                if pair.state == "pending" and pair.shards_done < pair.shards_total
+            ]
+            if work:
+                _run_model_pipeline(
+                    spec,
+                    key,
+                    modality,
+                    work,
+                    store,
+                    device=device,
+                    allow_remote_code=allow_remote_code,
+                    batch_size=batch_size,
+                    num_workers=num_workers,
+                    gpus_per_worker=gpus_per_worker,
+                    cpus_per_worker=cpus_per_worker,
+                    preprocess_cpus=preprocess_cpus,
+                    max_restarts=max_restarts,
+                    wait_for_actors_s=wait_for_actors_s,
+                    runtime_env=runtime_env,
+                    progress=progress,
+                )
+        for pair in pairs.values():
+            if pair.state == "pending":
+                pair.state = "ok"
+        _finish_model_record(record, pairs.values(), store, time.perf_counter() - started)
+        logger.info(
+            "%s: %d/%d tasks ok, %d rows computed",
+            spec.display_name,
+            sum(p.state == "ok" for p in pairs.values()),
+            len(pairs),
+            record.rows_computed,
+        )
+    return result
+
+
+def _plan_pairs(
+    spec: ModelSpec,
+    key: str,
+    snapshots: Mapping[str, TaskSnapshot | RayLogMEError],
+    store: FeatureStore,
+    run_id: str,
+) -> dict[str, PairStatus]:
+    pairs: dict[str, PairStatus] = {}
+    for task_name, snapshot in snapshots.items():
+        if isinstance(snapshot, TaskSnapshot):
+            pair = PairStatus(run_id, spec.display_name, key, task_name, snapshot.task_key)
+            pair.shards_total = snapshot.num_shards
+            done = store.committed_feature_shards(key, snapshot.task_key)
+            pair.shards_done = len(done & set(range(snapshot.num_shards)))
+            pair.rows = sum(
+                snapshot.rows_per_shard[i] for i in done if i < len(snapshot.rows_per_shard)
+            )
+        else:
+            pair = PairStatus(run_id, spec.display_name, key, task_name, "")
+            pair.fail(f"task {task_name!r} could not be read: {_short_error(snapshot)}")
+        pairs[task_name] = pair
+    return pairs
+
+
+def _run_model_pipeline(
+    spec: ModelSpec,
+    key: str,
+    modality: str,
+    work: list[tuple[PairStatus, TaskSnapshot]],
+    store: FeatureStore,
+    *,
+    device: str,
+    allow_remote_code: tuple[str, ...],
+    batch_size: int,
+    num_workers: int,
+    gpus_per_worker: float,
+    cpus_per_worker: float,
+    preprocess_cpus: float,
+    max_restarts: int,
+    wait_for_actors_s: float,
+    runtime_env: Mapping[str, Any] | None,
+    progress: bool,
+) -> None:
+    """Stream every pending shard of ``work`` through one actor pool of this model."""
+    import ray.data
+
+    ray.data.DataContext.get_current().wait_for_min_actors_s = wait_for_actors_s
+    spec_json = spec.model_dump_json()
+    buffers: dict[str, tuple[PairStatus, TaskSnapshot, int, _ShardBuffer]] = {}
+    for pair, snapshot in work:
+        done = store.committed_feature_shards(key, snapshot.task_key)
+        for index in range(snapshot.num_shards):
+            if index not in done:
+                path = snapshot.shard_paths[index]
+                buffers[path] = (
+                    pair,
+                    snapshot,
+                    index,
+                    _ShardBuffer(snapshot.rows_per_shard[index]),
+                )
+    paths = list(buffers)
+    total_rows = sum(buf.expected_rows for _, _, _, buf in buffers.values())
+    dataset = ray.data.read_parquet(
+        paths,
+        filesystem=store.filesystem,
+        include_paths=True,
+        override_num_blocks=len(paths),
+    ).select_columns(["path", "row_id", "input"])  # labels stay behind: the driver joins them
+    if modality == "image":
+        dataset = dataset.map_batches(
+            decode_images,
+            fn_kwargs={"spec_json": spec_json},
+            batch_size=batch_size,
+            num_cpus=preprocess_cpus,
+            batch_format="numpy",
+        )
+    actor_options: dict[str, Any] = {
+        # Bounded: an actor that dies on every batch must fail its model, not loop forever
+        # (Ray Data's default is unlimited restarts).
+        "max_restarts": max_restarts,
+        "max_task_retries": -1,
+    }
+    if runtime_env:
+        actor_options["runtime_env"] = dict(runtime_env)
+    with warnings.catch_warnings():
+        # Ray 2.60 names these options deprecated extra kwargs, but has no other way to set them.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        dataset = dataset.map_batches(
+            ModelActor,
+            fn_constructor_kwargs={
+                "spec_json": spec_json,
+                "device": device,
+                "allow_remote_code": list(allow_remote_code),
+                "batch_size": batch_size,
+                "store": store,
+                "model_key": key,
+            },
+            compute=ray.data.ActorPoolStrategy(size=num_workers),
+            batch_size=batch_size,
+            num_gpus=gpus_per_worker,
+            num_cpus=cpus_per_worker,
+            batch_format="numpy",
+            **actor_options,
+        )
+    metadata: dict[str, Any] | None = None
+    bar = _progress_bar(total_rows, spec.display_name, progress)
+    try:
+        for batch in dataset.iter_batches(batch_format="numpy", batch_size=None):
+            for path in np.unique(batch["path"]):
+                rows = np.flatnonzero(batch["path"] == path)
+                pair, snapshot, index, buf = buffers[_match_path(path, buffers)]
+                _add_rows(buf, batch, rows)
+                bar.update(rows.size)
+                if buf.rows < buf.expected_rows:
+                    continue
+                if metadata is None:
+                    metadata = _read_model_json(store, key)
+                _commit_shard(store, key, pair, snapshot, index, buf, metadata)
+                buffers.pop(_match_path(path, buffers))
+    except Exception as exc:  # a Ray-level failure that outlived the retries
+        logger.exception("%s: the extract pipeline failed", spec.display_name)
+        for pair, _ in work:
+            pair.fail(f"extract pipeline failed: {_short_error(exc)}", traceback.format_exc())
+    finally:
+        bar.close()
+    for pair, _, index, _buf in buffers.values():
+        pair.fail(f"shard {index} is incomplete after the pipeline finished")
+
+
+def _match_path(path: str, buffers: Mapping[str, Any]) -> str:
+    """Ray reports paths without the filesystem's scheme; map back to the snapshot's key."""
+    if path in buffers:
+        return path
+    for candidate in buffers:
+        if candidate.endswith(path) or path.endswith(candidate):
+            return candidate
+    raise KeyError(f"pipeline returned rows of an unknown input shard {path}")
+
+
+def _add_rows(buf: _ShardBuffer, batch: Mapping[str, np.ndarray], rows: np.ndarray) -> None:
+    errors = batch["error"][rows]
+    bad = np.flatnonzero(errors != "")
+    if bad.size and buf.error is None:
+        buf.error = str(errors[bad[0]])
+    buf.row_ids.append(np.asarray(batch["row_id"][rows], dtype=np.int64))
+    buf.features.append(np.asarray(batch["features"][rows], dtype=np.float32))
+    buf.seconds += float(np.sum(batch["forward_seconds"][rows]))
+    buf.rows += rows.size
+
+
+def _commit_shard(
+    store: FeatureStore,
+    key: str,
+    pair: PairStatus,
+    snapshot: TaskSnapshot,
+    index: int,
+    buf: _ShardBuffer,
+    metadata: dict[str, Any] | None,
+) -> None:
+    """Check a complete shard and commit it (or fail its pair); updates the pair's counters."""
+    pair.seconds += buf.seconds
+    if pair.state == "failed":
+        return
+    if buf.error is not None:
+        pair.fail(f"{buf.error} (model {pair.model}, task {pair.task})")
+        return
+    row_ids = np.concatenate(buf.row_ids)
+    features = np.concatenate(buf.features)
+    order = np.argsort(row_ids, kind="stable")
+    row_ids, features = row_ids[order], features[order]
+    finite = np.isfinite(features)
+    if not finite.all():
+        bad_rows = int((~finite).any(axis=1).sum())
+        pair.fail(
+            f"model {pair.model} produced non-finite features (NaN/Inf) on {bad_rows} of "
+            f"{len(row_ids)} rows of task {pair.task}, shard {index}; check its dtype "
+            "(try dtype: float32) and weights"
+        )
+        return
+    labels_by_row = _input_shard_labels(store, snapshot, index)
+    labels = labels_by_row[1][np.searchsorted(labels_by_row[0], row_ids)]
+    shard_metadata = {
+        "model": metadata or {},
+        "task": snapshot.info.model_dump(mode="json"),
+        "run_id": pair.run_id,
+        "code_version": __version__,
+    }
+    try:
+        store.write_feature_shard(
+            key, snapshot.task_key, index, row_ids, labels, features, shard_metadata
+        )
+    except FeatureError as exc:
+        pair.fail(_short_error(exc), traceback.format_exc())
+        return
+    pair.shards_done += 1
+    pair.shards_computed += 1
+    pair.rows += len(row_ids)
+    pair.rows_computed += len(row_ids)
+
+
+def _input_shard_labels(
+    store: FeatureStore, snapshot: TaskSnapshot, index: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted row ids, labels in that order) of one input shard, reading two columns only."""
+    table = pq.read_table(
+        snapshot.shard_paths[index], columns=["row_id", "label"], filesystem=store.filesystem
+    )
+    row_ids = table.column("row_id").to_numpy()
+    label_column = table.column("label").combine_chunks()
+    if hasattr(label_column.type, "list_size"):
+        labels = np.asarray(label_column.flatten().to_numpy()).reshape(len(table), -1)
+    else:
+        labels = label_column.to_numpy(zero_copy_only=False)
+    order = np.argsort(row_ids)
+    return row_ids[order], labels[order]
+
+
+def _read_model_json(store: FeatureStore, key: str) -> dict[str, Any] | None:
+    relpath = f"models/{key}/model.json"
+    try:
+        return json.loads(store.read_text(relpath)) if store.exists(relpath) else None
+    except (OSError, RayLogMEError, ValueError):
+        return None
+
+
+def _finish_model_record(
+    record: ModelRecord, pairs: Iterable[PairStatus], store: FeatureStore, seconds: float
+) -> None:
+    pairs = list(pairs)
+    record.extract_seconds = seconds
+    record.rows_computed = sum(p.rows_computed for p in pairs)
+    forward_seconds = sum(p.seconds for p in pairs if p.rows_computed)
+    if record.rows_computed and forward_seconds > 0:
+        record.throughput = record.rows_computed / forward_seconds
+    meta = _read_model_json(store, record.model_key)
+    if meta:
+        record.metadata = json.dumps(meta, sort_keys=True)
+        record.num_params = meta.get("num_params")
+        record.feature_dim = meta.get("feature_dim")
+        size = meta.get("input_size")
+        record.input_size = None if size is None else json.dumps(size)
+    failed = [p for p in pairs if p.state == "failed"]
+    if failed and len(failed) == len(pairs):
+        record.state = "failed"
+        record.error = failed[0].error
+    else:
+        record.state = "ok"
+        record.error = failed[0].error if failed else None
+
+
+def _progress_bar(total: int, name: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"extract {name}", unit="row", disable=not enabled, leave=False)

@@ -1,0 +1,209 @@
+"""The extract stage on a real local Ray cluster against the moto S3 server.
+
+One module-scoped run extracts two random-init timm models, one tiny Hugging Face ViT saved by
+the test, a text model (wrong modality) and a misspelt model over two small built-in tasks; the
+tests then check the store against independent single-process computations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import BertConfig, BertModel, ViTConfig, ViTImageProcessor, ViTModel
+
+from ray_logme.extract import FAULT_INJECT_ENV, extract, model_key
+from ray_logme.hub import ModelSpec, load_extractor
+from ray_logme.storage import FeatureStore, list_files
+from ray_logme.tasks import TaskSpec, snapshot_task
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def hf_vit_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-hf-vit")
+    config = ViTConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+    )
+    torch.manual_seed(0)
+    ViTModel(config).save_pretrained(folder)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def hf_bert_dir(tmp_path_factory):
+    from transformers import BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-hf-bert")
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b"]))
+    BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(folder)
+    config = BertConfig(
+        vocab_size=7,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+    )
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def setup(ray_cluster, s3_server, hf_vit_dir, hf_bert_dir):
+    bucket = s3_server.new_bucket("extract")
+    store = FeatureStore(f"s3://{bucket}/store")
+    tasks = [
+        TaskSpec(name="digits", uri="sklearn:digits", max_samples=90, shard_rows=32),
+        TaskSpec(name="discs", uri="builtin:discs", max_samples=50, shard_rows=32),
+    ]
+    snapshots = {spec.name: snapshot_task(spec, store) for spec in tasks}
+    good = [
+        ModelSpec(hub="timm", name="test_resnet", pretrained=False),
+        ModelSpec(hub="timm", name="test_vit", pretrained=False),
+        ModelSpec(hub="hf", name=str(hf_vit_dir)),
+    ]
+    bad = [
+        ModelSpec(hub="timm", name="test_resnett_typo"),
+        ModelSpec(hub="hf", name=str(hf_bert_dir)),
+    ]
+    result = extract(
+        [*good, *bad],
+        snapshots,
+        store,
+        "run-1",
+        batch_size=16,
+        preprocess_cpus=0.5,
+        progress=False,
+    )
+    return store, snapshots, good, bad, result
+
+
+def pair_status(result, model_name, task):
+    (row,) = [p for p in result.pairs if p.task == task and p.model.startswith(model_name)]
+    return row
+
+
+def test_store_holds_every_shard_with_all_rows_and_labels(setup):
+    store, snapshots, good, _, result = setup
+    for spec in good:
+        key = model_key(spec)
+        for name, snapshot in snapshots.items():
+            status = pair_status(result, spec.display_name, name)
+            assert status.state == "ok", status.error
+            assert status.shards_total == snapshot.num_shards
+            assert status.shards_computed == snapshot.num_shards
+            assert store.committed_feature_shards(key, snapshot.task_key) == set(
+                range(snapshot.num_shards)
+            )
+            assert store.feature_num_rows(key, snapshot.task_key) == snapshot.info.num_rows
+            for index in range(snapshot.num_shards):
+                shard = store.read_feature_shard(key, snapshot.task_key, index)
+                source = snapshot.read_shard(index)
+                assert shard.row_ids.tolist() == sorted(source.column("row_id").to_pylist())
+                by_row = dict(
+                    zip(
+                        source.column("row_id").to_pylist(),
+                        source.column("label").to_pylist(),
+                        strict=True,
+                    )
+                )
+                expected = np.array([by_row[r] for r in shard.row_ids.tolist()])
+                np.testing.assert_array_equal(shard.labels, expected)
+                assert shard.metadata["model_key"] == key
+
+
+def test_features_equal_a_plain_single_process_loop(setup):
+    store, snapshots, good, _, _ = setup
+    torch.set_num_threads(1)
+    for spec in good:
+        extractor = load_extractor(spec, device="cpu")
+        for snapshot in snapshots.values():
+            for index in range(snapshot.num_shards):
+                source = snapshot.read_shard(index).sort_by("row_id")
+                expected = extractor.extract(source.column("input").to_pylist())
+                shard = store.read_feature_shard(model_key(spec), snapshot.task_key, index)
+                assert shard.features.shape == expected.shape
+                np.testing.assert_allclose(shard.features, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_bad_models_fail_their_own_rows_only(setup):
+    _, snapshots, good, bad, result = setup
+    for name in snapshots:
+        typo = pair_status(result, "test_resnett_typo", name)
+        assert typo.state == "failed"
+        assert "test_resnett_typo" in typo.error and "closest" in typo.error
+        text_model = pair_status(result, bad[1].display_name, name)
+        assert text_model.state == "failed"
+        assert "text" in text_model.error and name in text_model.error
+        for spec in good:
+            assert pair_status(result, spec.display_name, name).state == "ok"
+    records = {m.model: m for m in result.models}
+    assert records[bad[0].display_name].state == "failed"
+    assert records[good[0].display_name].num_params == sum(
+        p.numel() for p in load_extractor(good[0], device="cpu").model.parameters()
+    )
+    assert all(records[s.display_name].throughput > 0 for s in good)
+
+
+def test_rerun_skips_committed_shards_and_does_no_forward(setup):
+    store, snapshots, good, _, _ = setup
+    before = {
+        path: etag
+        for spec in good
+        for snapshot in snapshots.values()
+        for path, etag in _etags(store, model_key(spec), snapshot.task_key).items()
+    }
+    again = extract(good, snapshots, store, "run-2", batch_size=16, progress=False)
+    assert again.forward_rows == 0
+    assert all(p.state == "ok" and p.shards_computed == 0 for p in again.pairs)
+    assert all(p.shards_done == p.shards_total for p in again.pairs)
+    after = {
+        path: etag
+        for spec in good
+        for snapshot in snapshots.values()
+        for path, etag in _etags(store, model_key(spec), snapshot.task_key).items()
+    }
+    assert after == before
+
+
+def _etags(store, key, task_key):
+    _, _, files = list_files(store.uri_of(store.feature_dir(key, task_key)))
+    return {f.path: (f.size, f.version) for f in files}
+
+
+def test_actor_killed_on_its_first_batch_is_restarted_without_duplicates(
+    ray_cluster, s3_server, tmp_path
+):
+    bucket = s3_server.new_bucket("fault")
+    store = FeatureStore(f"s3://{bucket}/store")
+    snapshot = snapshot_task(
+        TaskSpec(name="digits", uri="sklearn:digits", max_samples=64, shard_rows=16), store
+    )
+    marker = tmp_path / "actor-crashed"
+    spec = ModelSpec(hub="timm", name="test_vit", pretrained=False)
+    result = extract(
+        [spec],
+        {"digits": snapshot},
+        store,
+        "run-fault",
+        batch_size=16,
+        runtime_env={"env_vars": {FAULT_INJECT_ENV: str(marker)}},
+        progress=False,
+    )
+    assert marker.exists(), "the fault was never injected"
+    (status,) = result.pairs
+    assert status.state == "ok", status.error
+    key = model_key(spec)
+    assert store.committed_feature_shards(key, snapshot.task_key) == {0, 1, 2, 3}
+    row_ids = np.concatenate(
+        [store.read_feature_shard(key, snapshot.task_key, i).row_ids for i in range(4)]
+    )
+    assert sorted(row_ids.tolist()) == list(range(64))
