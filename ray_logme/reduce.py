@@ -1,0 +1,292 @@
+"""The reduce stage: feature shards -> one score per (model, task) and metric, on Ray.
+
+LogME needs only sufficient statistics (n, F^T F, F^T Y, Y^T Y), so each pair's shards are
+streamed in bounded chunks into :class:`~ray_logme.metrics.LogMEStats`: memory is O(d^2), not
+O(n d). Small pairs are scored by one Ray task; a pair with many shards is split into groups of
+shards, one Ray task each, whose statistics are merged in a tree of Ray tasks.
+
+Scores are cached on the store under ``scores/{metric}/{model_key}/{task_key}.json``: content keys
+name exactly the features scored, so a pair whose features did not change is not recomputed by
+a later run (its row says ``cached``).
+
+Metrics plug in through a small interface (:class:`StreamingMetric`): a metric either streams from
+mergeable statistics (LogME; H-score would too) or, later, needs a bounded, seeded sample of rows
+(NLEEP, kNN) — a ``SampleMetric`` with ``score(features, labels, kind)`` would get one Ray task
+reading at most ``max_rows`` rows. Only LogME is registered now.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+
+from ray_logme.errors import RayLogMEError
+from ray_logme.metrics import LogMEStats
+from ray_logme.storage import FeatureStore
+
+logger = logging.getLogger(__name__)
+
+#: Rows per chunk read from a shard into the statistics (bounded memory: chunk x d floats).
+CHUNK_ROWS = 8192
+#: Shards per Ray task; pairs with more shards are split and their statistics tree-merged.
+SHARDS_PER_TASK = 16
+
+
+class StreamingMetric(Protocol):
+    """A transferability metric computed from mergeable statistics of (features, labels)."""
+
+    name: str
+
+    def new_stats(self, kind: str) -> Any:
+        """Empty statistics with ``update(features, labels)`` and ``merge(other)``."""
+
+    def score(self, stats: Any) -> tuple[float, dict[str, Any]]:
+        """The score (higher = better transfer) and JSON-able details."""
+
+
+class LogMEMetric:
+    """LogME (You et al., ICML 2021): mean per-target max log evidence per sample."""
+
+    name = "logme"
+
+    def new_stats(self, kind: str) -> LogMEStats:
+        return LogMEStats(kind=kind)
+
+    def score(self, stats: LogMEStats) -> tuple[float, dict[str, Any]]:
+        value = float(stats.logme())
+        return value, {
+            "num_samples": int(stats.n),
+            "feature_dim": int(stats.feature_dim),
+            "num_targets": int(stats.num_targets),
+        }
+
+
+METRICS: dict[str, StreamingMetric] = {"logme": LogMEMetric()}
+
+
+@dataclass(frozen=True)
+class ReducePair:
+    """One (model, task) pair to score; ``state``/``error`` carry the extract stage's verdict."""
+
+    model: str
+    model_key: str
+    task: str
+    task_key: str
+    kind: str
+    state: str = "ok"
+    error: str | None = None
+
+
+@dataclass
+class ScoreRow:
+    """One row of ``runs/{run_id}/scores.parquet``."""
+
+    run_id: str
+    model: str
+    model_key: str
+    task: str
+    task_key: str
+    kind: str
+    metric: str
+    score: float | None = None
+    num_samples: int | None = None
+    feature_dim: int | None = None
+    num_targets: int | None = None
+    seconds: float = 0.0
+    state: str = "ok"
+    error: str | None = None
+    cached: bool = False
+
+
+SCORES_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("model", pa.string()),
+        ("model_key", pa.string()),
+        ("task", pa.string()),
+        ("task_key", pa.string()),
+        ("kind", pa.string()),
+        ("metric", pa.string()),
+        ("score", pa.float64()),
+        ("num_samples", pa.int64()),
+        ("feature_dim", pa.int64()),
+        ("num_targets", pa.int64()),
+        ("seconds", pa.float64()),
+        ("state", pa.string()),
+        ("error", pa.string()),
+        ("cached", pa.bool_()),
+    ]
+)
+
+
+def score_cache_relpath(metric: str, model_key: str, task_key: str) -> str:
+    """Where the cached score of one pair lives on the store."""
+    return f"scores/{metric}/{model_key}/{task_key}.json"
+
+
+# --------------------------------------------------------------------------------------------
+# Ray tasks (bodies are plain functions so they are testable in-process)
+
+
+def stats_of_shards(
+    store: FeatureStore,
+    model_key: str,
+    task_key: str,
+    kind: str,
+    shard_indices: Sequence[int],
+    metric: str = "logme",
+    chunk_rows: int = CHUNK_ROWS,
+) -> Any:
+    """Statistics of some shards of one pair, streamed chunk by chunk (memory O(chunk x d + d^2))."""
+    stats = METRICS[metric].new_stats(kind)
+    for features, labels in store.iter_feature_chunks(
+        model_key, task_key, max_rows=chunk_rows, shard_indices=list(shard_indices)
+    ):
+        stats.update(features, labels)
+    return stats
+
+
+def _merge_stats(*parts: Any) -> Any:
+    # Arguments arrive zero-copy from the object store (read-only arrays): merge into a copy.
+    total = parts[0].copy()
+    for part in parts[1:]:
+        total = total.merge(part)
+    return total
+
+
+def _score_stats(stats: Any, metric: str) -> tuple[float, dict[str, Any]]:
+    return METRICS[metric].score(stats)
+
+
+def reduce(
+    pairs: Sequence[ReducePair],
+    store: FeatureStore,
+    run_id: str,
+    *,
+    metrics: Sequence[str] = ("logme",),
+    shards_per_task: int = SHARDS_PER_TASK,
+    chunk_rows: int = CHUNK_ROWS,
+    use_cache: bool = True,
+) -> pa.Table:
+    """Score every pair with every metric; returns the scores table (also cached per pair).
+
+    Pairs that failed extraction get a ``failed`` row carrying the extract error. A pair whose
+    scoring raises fails its own row only.
+    """
+    import ray
+
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {unknown}; available: {sorted(METRICS)}")
+    if not ray.is_initialized():
+        ray.init()
+    shard_stats = ray.remote(num_cpus=1, max_retries=3)(stats_of_shards)
+    merge = ray.remote(num_cpus=1, max_retries=3)(_merge_stats)
+    score = ray.remote(num_cpus=1, max_retries=3)(_score_stats)
+    store_ref = store  # FeatureStore pickles without its filesystem or credentials
+
+    rows: list[ScoreRow] = []
+    pending: list[tuple[ScoreRow, Any, float]] = []
+    for pair in pairs:
+        for metric in metrics:
+            row = ScoreRow(
+                run_id, pair.model, pair.model_key, pair.task, pair.task_key, pair.kind, metric
+            )
+            rows.append(row)
+            if pair.state != "ok":
+                row.state, row.error = "failed", pair.error or "extract failed"
+                continue
+            cached = _read_cache(store, metric, pair) if use_cache else None
+            if cached is not None:
+                _fill(row, cached)
+                row.cached = True
+                continue
+            shards = sorted(store.committed_feature_shards(pair.model_key, pair.task_key))
+            if not shards:
+                row.state, row.error = "failed", "no committed feature shards to score"
+                continue
+            groups = [
+                shards[i : i + shards_per_task] for i in range(0, len(shards), shards_per_task)
+            ]
+            parts = [
+                shard_stats.remote(
+                    store_ref, pair.model_key, pair.task_key, pair.kind, g, metric, chunk_rows
+                )
+                for g in groups
+            ]
+            while len(parts) > 1:  # tree merge: O(log groups) rounds of O(d^2) merges
+                parts = [
+                    merge.remote(*parts[i : i + 2]) if i + 1 < len(parts) else parts[i]
+                    for i in range(0, len(parts), 2)
+                ]
+            pending.append((row, score.remote(parts[0], metric), time.perf_counter()))
+
+    for row, ref, started in pending:
+        try:
+            value, details = ray.get(ref)
+        except Exception as exc:
+            cause = _root_cause(exc)
+            row.state = "failed"
+            row.error = f"scoring failed: {type(cause).__name__}: {cause}"
+            logger.error("%s x %s: %s\n%s", row.model, row.task, row.error, traceback.format_exc())
+            continue
+        row.score = value
+        row.num_samples = details["num_samples"]
+        row.feature_dim = details["feature_dim"]
+        row.num_targets = details["num_targets"]
+        row.seconds = time.perf_counter() - started
+        if not np.isfinite(value):
+            row.state, row.error = "failed", f"{row.metric} is not finite ({value})"
+            continue
+        _write_cache(store, row)
+    return pa.Table.from_pylist([asdict(r) for r in rows], schema=SCORES_SCHEMA)
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The user-level exception inside a RayTaskError, if any."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException):
+        return cause
+    return exc
+
+
+def _read_cache(store: FeatureStore, metric: str, pair: ReducePair) -> dict[str, Any] | None:
+    relpath = score_cache_relpath(metric, pair.model_key, pair.task_key)
+    try:
+        if not store.exists(relpath):
+            return None
+        return json.loads(store.read_text(relpath))
+    except (RayLogMEError, ValueError, OSError) as exc:
+        logger.warning("ignoring unreadable score cache %s: %s", store.uri_of(relpath), exc)
+        return None
+
+
+def _write_cache(store: FeatureStore, row: ScoreRow) -> None:
+    record = {
+        "score": row.score,
+        "num_samples": row.num_samples,
+        "feature_dim": row.feature_dim,
+        "num_targets": row.num_targets,
+        "seconds": row.seconds,
+        "run_id": row.run_id,
+    }
+    store.write_text(
+        score_cache_relpath(row.metric, row.model_key, row.task_key),
+        json.dumps(record, sort_keys=True),
+    )
+
+
+def _fill(row: ScoreRow, cached: Mapping[str, Any]) -> None:
+    row.score = cached["score"]
+    row.num_samples = cached.get("num_samples")
+    row.feature_dim = cached.get("feature_dim")
+    row.num_targets = cached.get("num_targets")
+    row.seconds = float(cached.get("seconds", 0.0))
