@@ -20,12 +20,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import minimize
+from threadpoolctl import threadpool_limits
 
 from ray_logme.metrics import LogMEStats, logme
 from ray_logme.metrics import evidence as evidence_module
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EPS = np.finfo(np.float64).eps
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_blas_thread():
+    """These problems are small: on 2 shared cores, multi-threaded BLAS only adds contention."""
+    with threadpool_limits(limits=1):
+        yield
 
 
 # ---------------------------------------------------------------------- independent oracle
@@ -524,6 +532,15 @@ def test_chunks_must_agree():
 
 def test_torch_inputs_and_torch_backend_on_cpu():
     torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _check_torch_on_cpu(torch)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _check_torch_on_cpu(torch):
     features, labels = make_problem(29, 150, 40, "classification", num_targets=3)
     expected = logme(features, labels)
     assert_close(logme(torch.from_numpy(features), torch.from_numpy(labels)), expected, 1e-12)

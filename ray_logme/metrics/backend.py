@@ -43,9 +43,16 @@ class NumpyBackend:
         gram += block.T @ block
         return gram
 
-    def row_gram(self, rows: np.ndarray) -> np.ndarray:
-        """``rows rows^T``: ``float64[n, n]``."""
-        return rows @ rows.T
+    def row_gram(self, rows: np.ndarray, block_elements: int) -> np.ndarray:
+        """``rows rows^T: float64[n, n]`` for ``rows: float[n, d]`` (float32 allowed), summed
+        over column blocks widened to float64 so that no float64 copy of ``rows`` is made."""
+        num_rows, dim = rows.shape
+        gram = np.zeros((num_rows, num_rows))
+        step = max(16, block_elements // max(num_rows, 1))
+        for start in range(0, dim, step):
+            block = np.asarray(rows[:, start : start + step], dtype=np.float64)
+            gram += block @ block.T
+        return gram
 
     def class_sums(self, block: np.ndarray, column: np.ndarray, num_columns: int) -> np.ndarray:
         """Per-class row sums ``float64[num_columns, d]``; ``column: int[b]`` indexes the class."""
@@ -94,7 +101,8 @@ class TorchBackend:
         gram.addmm_(block.T, block)
         return gram
 
-    def row_gram(self, rows):
+    def row_gram(self, rows, block_elements: int):
+        rows = self.native(rows)
         return rows @ rows.T
 
     def class_sums(self, block, column: np.ndarray, num_columns: int):

@@ -129,7 +129,9 @@ def logme(
     """
     if device is None and is_torch_tensor(features) and features.device.type != "cpu":
         device = features.device
-    return LogMEStats(kind=kind, device=device).update(features, labels).logme()
+    stats = LogMEStats(kind=kind, device=device)
+    # The caller's array outlives this call unchanged, so the row buffer may reference it.
+    return stats._update(features, labels, copy_rows=False).logme()
 
 
 class LogMEStats:
@@ -183,6 +185,9 @@ class LogMEStats:
     def update(self, features: Any, labels: Any) -> LogMEStats:
         """Accumulate one chunk: ``features: float[b, d]`` (numpy or torch), ``labels: [b]`` or
         ``[b, t]`` as for :func:`logme`. An empty chunk (``b == 0``) only checks ``d``."""
+        return self._update(features, labels, copy_rows=True)
+
+    def _update(self, features: Any, labels: Any, *, copy_rows: bool) -> LogMEStats:
         features = _check_features(features)
         labels = _check_labels(labels, self.kind)
         rows, dim = features.shape[0], features.shape[1]
@@ -211,7 +216,7 @@ class LogMEStats:
             self._fold_rows()
         self._accumulate(features, labels, column, with_gram=not buffer)
         if buffer:
-            self._rows.append(_host_rows(features))
+            self._rows.append(_host_rows(features, copy_rows))
             self._row_labels.append(labels.copy())
         self.n += rows
         return self
@@ -285,8 +290,9 @@ class LogMEStats:
         backend = self._backend_()
         n = self.n
         if self._buffering():
-            rows = backend.native(np.concatenate(self._rows))
-            eigenvalues, vectors = backend.eigh(backend.row_gram(rows))
+            rows = self._rows[0] if len(self._rows) == 1 else np.concatenate(self._rows)
+            eigenvalues, vectors = backend.eigh(backend.row_gram(rows, BLOCK_ELEMENTS))
+            del rows
             projections = backend.matmul(vectors.T, self._buffered_targets())
             sigma, weights, residual = spectral_weights_from_rows(
                 backend.to_numpy(eigenvalues), backend.to_numpy(projections), self._y_sq, n
@@ -604,12 +610,13 @@ def _check_labels(labels: Any, kind: str) -> np.ndarray:
     return array
 
 
-def _host_rows(features: Any) -> np.ndarray:
-    """A private host copy of a chunk for the row buffer (float32 stays float32)."""
+def _host_rows(features: Any, copy_rows: bool) -> np.ndarray:
+    """A host array of a chunk for the row buffer (float32 stays float32); a private copy
+    unless ``copy_rows`` is false."""
     if is_torch_tensor(features):
         features = features.detach().cpu().numpy()
     dtype = np.float32 if features.dtype in (np.float16, np.float32) else np.float64
-    return np.array(features, dtype=dtype, copy=True)
+    return np.array(features, dtype=dtype, copy=copy_rows or None)
 
 
 def _blocks(chunks: list[np.ndarray], dim: int | None):
