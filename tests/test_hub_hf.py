@@ -572,6 +572,10 @@ def test_remote_code_is_refused_unless_allowlisted(remote_code_dir, bert_dir):
     )
     assert marker.exists()
     assert extractor.extract(TEXTS).shape == (len(TEXTS), 8)
+    preprocess = load_preprocessor(
+        hf_spec(folder, trust_remote_code=True), allow_remote_code=[name]
+    )
+    assert preprocess.modality == "text"
 
 
 def test_unknown_models(tmp_path):

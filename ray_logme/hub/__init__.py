@@ -37,12 +37,13 @@ __all__ = [
 ]
 
 
-def load_preprocessor(spec: ModelSpec) -> Preprocessor:
+def load_preprocessor(spec: ModelSpec, allow_remote_code: Iterable[str] = ()) -> Preprocessor:
     """The model's preprocessing, without its weights: raw inputs -> dict of numpy arrays.
 
     Cheap and picklable (ship it to CPU workers). ``.modality`` says whether it reads images or
     text. Raises ``UnknownModelError`` / ``CheckpointError`` / ``RemoteCodeNotAllowedError``
-    (subclasses of ``ModelLoadError``) like ``load_extractor`` would.
+    (subclasses of ``ModelLoadError``) like ``load_extractor`` would; pass the run config's
+    ``allow_remote_code`` for models that need their repo's code.
     """
     if spec.hub == "timm":
         from ray_logme.hub.timm_hub import load_timm_preprocessor
@@ -50,7 +51,7 @@ def load_preprocessor(spec: ModelSpec) -> Preprocessor:
         return load_timm_preprocessor(spec)
     from ray_logme.hub.hf_hub import load_hf_preprocessor
 
-    return load_hf_preprocessor(spec)
+    return load_hf_preprocessor(spec, allow_remote_code=tuple(allow_remote_code))
 
 
 def load_extractor(
