@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scipy.optimize import minimize
+from scipy.optimize import minimize, minimize_scalar
 from threadpoolctl import threadpool_limits
 
 from ray_logme.metrics import LogMEStats, logme
@@ -385,8 +385,80 @@ def test_maximum_is_stationary_and_not_improvable():
 
         at_max = log_evidence(target.alpha, target.beta)
         assert_close(at_max / n, target.evidence, 1e-11)
+        # Converged, not merely close: the paper's fixed-point equations hold to 1e-10.
+        a = target.alpha * np.eye(d) + target.beta * f.T @ f
+        m = target.beta * np.linalg.solve(a, f.T @ y)
+        gamma = d - target.alpha * np.trace(np.linalg.inv(a))
+        assert abs(target.alpha * (m @ m) / gamma - 1) < 1e-10
+        assert abs(target.beta * np.sum((y - f @ m) ** 2) / (n - gamma) - 1) < 1e-10
         for da, db in [(1.001, 1), (0.999, 1), (1, 1.001), (1, 0.999), (1.001, 1.001)]:
             assert log_evidence(target.alpha * da, target.beta * db) < at_max
+
+
+@pytest.mark.parametrize(
+    ("log_sigma", "log_w", "log_r0"),
+    [
+        # Two local maxima; the global one lies far below the spectrum (r0 small).
+        ([5.0, 5.8, -0.2, -5.3, 6.4], [-2.1, -5.3, -2.7, 3.3, 4.0], -4.63),
+        # Two local maxima; the global one is the upper one.
+        ([-1.82, -2.6, 9.26, 9.63, 2.21, -1.11], [4.92, -5.26, -7.26, 3.2, 2.19, 0.02], 4.38),
+    ],
+)
+def test_bimodal_profile_gets_the_global_maximum(log_sigma, log_w, log_r0):
+    """Features built with a given spectrum: F^T F has eigenvalues exp(log_sigma) (and two
+    zeros), (u_i^T y)^2 = exp(log_w), least-squares residual exp(log_r0). The check is a dense
+    scan of log(alpha / beta) with the evidence evaluated from its definition."""
+    k, n, d = len(log_sigma), 37, len(log_sigma) + 2
+    rng = np.random.default_rng(0)
+    left, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    right, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    features = (left[:, :k] * np.exp(np.array(log_sigma) / 2)) @ right[:, :k].T
+    y = left[:, :k] @ np.exp(np.array(log_w) / 2) + np.exp(log_r0 / 2) * left[:, k]
+
+    u, sv, vt = np.linalg.svd(features, full_matrices=False)
+    u, sv, vt = u[:, :k], sv[:k], vt[:k]  # the two zero singular values are exact zeros
+
+    def direct(t):
+        lam = np.exp(t)
+        m = vt.T @ (sv / (lam + sv**2) * (u.T @ y))
+        e_res, e_m = np.sum((y - features @ m) ** 2), m @ m
+        beta = n / (e_res + lam * e_m)
+        alpha = lam * beta
+        log_det = np.log(alpha + beta * sv**2).sum() + (d - k) * np.log(alpha)
+        return (
+            d / 2 * np.log(alpha)
+            + n / 2 * np.log(beta)
+            - n / 2 * np.log(2 * np.pi)
+            - beta / 2 * e_res
+            - alpha / 2 * e_m
+            - log_det / 2
+        ) / n
+
+    grid = np.linspace(-30, 30, 1201)
+    values = np.array([direct(t) for t in grid])
+    # Local maxima that stand out of +-1 in t (the direct evaluation is noisy where flat).
+    peaks = [
+        i
+        for i in range(20, grid.size - 20)
+        if values[i] == values[i - 20 : i + 21].max()
+        and values[i] - values[i - 20 : i + 21].min() > 1e-6
+    ]
+    assert len(peaks) == 2
+    best = int(np.argmax(values))
+    refined = minimize_scalar(
+        lambda t: -direct(t),
+        bounds=(grid[best - 1], grid[best + 1]),
+        method="bounded",
+        options={"xatol": 1e-10},
+    )
+    # Rows kept (n x n Gram): r0 is the energy of y on the null eigenvectors, no cancellation.
+    # From F^T F alone r0 = y^T y - c^T (F^T F)^+ c cancels: in the first case r0 / y^T y ~ 1e-4
+    # and cond(F^T F) ~ 1e5, and the global maximum sits where R ~ r0, so ~1e-8 is the limit.
+    for limit, rel in ((n, 1e-9), (0, 1e-7)):
+        result = LogMEStats("regression", max_buffered_rows=limit).update(features, y).solve()
+        assert result.boundary[0] == evidence_module.INTERIOR
+        assert_close(result.evidence[0], -refined.fun, rel)
+        assert abs(np.log(result.alpha[0] / result.beta[0]) - refined.x) < 1e-4
 
 
 def test_uninformative_target_reaches_the_alpha_over_beta_to_infinity_limit():
