@@ -9,6 +9,7 @@ with BFGS from several starts.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import logging
 import pickle
@@ -25,6 +26,8 @@ from threadpoolctl import threadpool_limits
 from ray_logme.metrics import LogMEStats, logme
 from ray_logme.metrics import evidence as evidence_module
 
+# The package re-exports the function ``logme``, which shadows the module of the same name.
+logme_module = importlib.import_module("ray_logme.metrics.logme")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EPS = np.finfo(np.float64).eps
 
@@ -527,7 +530,10 @@ def test_all_zero_features():
     assert_close(value, expected, 1e-14)
 
 
-def test_sufficient_statistics_values_and_size():
+@pytest.mark.parametrize("block_elements", [None, 100])  # default, and many small row blocks
+def test_sufficient_statistics_values_and_size(block_elements, monkeypatch):
+    if block_elements:
+        monkeypatch.setattr(logme_module, "BLOCK_ELEMENTS", block_elements)
     features, labels = make_problem(19, 500, 16, "classification", num_targets=3)
     stats = LogMEStats().update(features[:250], labels[:250]).update(features[250:], labels[250:])
     f = features.astype(np.float64)
