@@ -23,6 +23,7 @@ Methods:
 Usage:
   .venv/bin/python benchmarks/bench_logme.py            # full run (several minutes on 2 cores)
   .venv/bin/python benchmarks/bench_logme.py --quick    # small smoke run (~30 s)
+  python benchmarks/bench_logme.py --methods ours,torch --device cuda --no-stream   # on a GPU
 """
 
 from __future__ import annotations
@@ -248,7 +249,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=1, help="runs per (method, case); best time")
     parser.add_argument("--device", default="cuda", help="device for the 'torch' method")
-    parser.add_argument("--torch", action="store_true", help="also run the torch method")
+    parser.add_argument(
+        "--methods",
+        default="baseline,ours",
+        help="comma-separated methods for the in-memory cases; ratios are against the first",
+    )
+    parser.add_argument("--no-stream", action="store_true", help="skip the streaming cases")
     parser.add_argument("--json", type=Path, help="write all measurements here")
     parser.add_argument(
         "--worker", nargs=4, metavar=("METHOD", "N", "D", "C"), help=argparse.SUPPRESS
@@ -261,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cases = QUICK_CASES if args.quick else FULL_CASES
     streams = QUICK_STREAM if args.quick else FULL_STREAM
-    methods = ["baseline", "ours"] + (["torch"] if args.torch else [])
+    methods = [method.strip() for method in args.methods.split(",") if method.strip()]
     print(f"# bench_logme  cpus={os.cpu_count()}  loadavg at start: {_loadavg()}", flush=True)
     records = []
 
@@ -284,13 +290,13 @@ def main(argv: list[str] | None = None) -> int:
     print("-" * len(header))
     for n, d, c in cases:
         results = {method: measure(method, n, d, c) for method in methods}
-        base = results["baseline"]
+        base = results[methods[0]]
         for method, result in results.items():
             ratio = ""
-            if method != "baseline":
+            if method != methods[0]:
                 ratio = (
                     f"{base['seconds'] / result['seconds']:7.1f}x  "
-                    f"{result['extra_bytes'] / base['extra_bytes']:6.3f} of baseline"
+                    f"{result['extra_bytes'] / base['extra_bytes']:6.3f} of {methods[0]}"
                 )
             print(
                 f"{n:>7} {d:>5} {c:>4} | {method:>8} {result['seconds']:8.2f} "
@@ -298,16 +304,16 @@ def main(argv: list[str] | None = None) -> int:
                 f"{result['value']:20.12f} | {ratio}",
                 flush=True,
             )
+        for method in methods[1:]:
+            difference = abs(results[method]["value"] - base["value"])
+            print(f"{'':>19}   |{method} - {methods[0]}| = {difference:.3e}", flush=True)
+        print(f"{'':>19}   (loadavg {_loadavg()})", flush=True)
+    if not args.no_stream:
+        print()
         print(
-            f"{'':>19}   |ours - baseline| = {abs(results['ours']['value'] - base['value']):.3e}"
-            f"   (loadavg {_loadavg()})",
-            flush=True,
+            f"streaming (chunks of {CHUNK_ROWS} rows generated on the fly; time excludes generation)"
         )
-    print()
-    print(
-        "streaming (chunks of", CHUNK_ROWS, "rows generated on the fly; time excludes generation)"
-    )
-    for n, d, c in streams:
+    for n, d, c in [] if args.no_stream else streams:
         result = measure("stream", n, d, c)
         print(
             f"{n:>7} {d:>5} {c:>4} | {'stream':>8} {result['seconds']:8.2f} "

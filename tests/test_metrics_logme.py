@@ -633,6 +633,8 @@ def _check_torch_on_cpu(torch):
             assert_close(restored.logme(), reference, 1e-10)
             mixed = LogMEStats().merge(restored)  # a torch-device partial into numpy statistics
             assert_close(mixed.logme(), reference, 1e-10)
+            assert restored.to(None).device is None
+            assert_close(restored.to(None).logme(), reference, 1e-10)
     bad = torch.from_numpy(features.copy())
     bad[3, 2] = float("nan")
     with pytest.raises(ValueError, match="1 NaN and 0 Inf"):
@@ -649,3 +651,13 @@ def test_cuda_device_matches_numpy():
         on_gpu = torch.from_numpy(features).cuda()
         assert_close(logme(on_gpu, labels), expected, 1e-9)  # follows the tensor's device
         assert_close(logme(features, labels, device="cuda"), expected, 1e-9)
+        stats = LogMEStats(device="cuda", max_buffered_rows=0)
+        for chunk in np.array_split(np.arange(n), 4):
+            stats.update(on_gpu[chunk], torch.from_numpy(labels[chunk]).cuda())
+        assert stats._gram.device.type == "cuda"  # accumulated on the GPU
+        np.testing.assert_allclose(
+            stats.gram, LogMEStats().update(features, labels).gram, rtol=1e-12
+        )
+        assert_close(stats.logme(), expected, 1e-9)
+        on_host = pickle.loads(pickle.dumps(stats)).to(None)
+        assert_close(on_host.logme(), expected, 1e-9)

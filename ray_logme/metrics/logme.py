@@ -273,6 +273,18 @@ class LogMEStats:
         clone.__setstate__(copy.deepcopy(self.__getstate__()))
         return clone
 
+    def to(self, device: Any) -> LogMEStats:
+        """An independent copy whose Gram lives on ``device`` (``None``: numpy on the host).
+
+        Use it to continue on a machine without the original device (statistics built with
+        ``device="cuda"`` unpickle with a host Gram, but would move it back to CUDA on use)."""
+        clone = self.copy()
+        clone.device = None if device is None else str(device)
+        clone._backend = None
+        if clone._gram is not None:
+            clone._gram = clone._backend_().native(clone._gram)
+        return clone
+
     # ------------------------------------------------------------------ results
 
     def logme(self) -> float:
