@@ -248,8 +248,9 @@ MODELS_SCHEMA = _models_schema()
 
 
 @functools.lru_cache(maxsize=8)
-def _preprocessor_for(spec_json: str):
-    return load_preprocessor(ModelSpec.model_validate_json(spec_json))
+def _preprocessor_for(spec_json: str, allow_remote_code: tuple[str, ...] = ()):
+    spec = ModelSpec.model_validate_json(spec_json)
+    return load_preprocessor(spec, allow_remote_code=allow_remote_code)
 
 
 def _short_error(exc: BaseException) -> str:
@@ -257,14 +258,16 @@ def _short_error(exc: BaseException) -> str:
     return text if len(text) <= 2000 else text[:1997] + "..."
 
 
-def decode_images(batch: Mapping[str, np.ndarray], spec_json: str) -> dict[str, np.ndarray]:
+def decode_images(
+    batch: Mapping[str, np.ndarray], spec_json: str, allow_remote_code: tuple[str, ...] = ()
+) -> dict[str, np.ndarray]:
     """CPU stage: encoded images -> the model's input tensors, one row per input row.
 
     ``batch`` has ``path`` (input shard), ``row_id`` and ``input`` (encoded bytes). Returns
     ``path``, ``row_id``, ``pixel_values: float32[n, 3, H, W]`` and ``error`` (empty string, or
     why this row could not be decoded, naming the shard file and row).
     """
-    preprocessor = _preprocessor_for(spec_json)
+    preprocessor = _preprocessor_for(spec_json, tuple(allow_remote_code))
     inputs = list(batch["input"])
     errors = np.full(len(inputs), "", dtype=object)
     try:
@@ -469,7 +472,7 @@ def extract(
         started = time.perf_counter()
         preprocessor = None
         try:
-            preprocessor = load_preprocessor(spec)
+            preprocessor = load_preprocessor(spec, allow_remote_code=allow_remote_code)
             modality = preprocessor.modality
         except Exception as exc:
             for pair in pairs.values():
@@ -592,7 +595,7 @@ def _run_model_pipeline(
     if modality == "image":
         dataset = dataset.map_batches(
             decode_images,
-            fn_kwargs={"spec_json": spec_json},
+            fn_kwargs={"spec_json": spec_json, "allow_remote_code": allow_remote_code},
             batch_size=batch_size,
             num_cpus=preprocess_cpus,
             batch_format="numpy",

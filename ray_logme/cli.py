@@ -1,0 +1,309 @@
+"""``ray-logme``: the command line. Thin: it parses, calls the package, prints.
+
+ray-logme refresh                      # the embedded default: local Ray, local store
+ray-logme refresh --config jobs/configs/nightly.yaml [--resume RUN_ID]
+ray-logme score features.parquet --kind classification
+ray-logme leaderboard --store ./ray-logme-store --max-params 50M
+ray-logme evaluate --scores scores.parquet --truth truth.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+from ray_logme import __version__
+from ray_logme.errors import RayLogMEError
+
+logger = logging.getLogger("ray_logme")
+
+DEFAULT_CONFIG = "local.yaml"
+
+
+def default_config_path() -> Path:
+    """The embedded default config shipped inside the package (``ray_logme/configs/local.yaml``)."""
+    return Path(str(resources.files("ray_logme") / "configs" / DEFAULT_CONFIG))
+
+
+def connect_ray(address: str | None, num_cpus: int | None) -> None:
+    """Attach to ``address`` / ``RAY_ADDRESS`` if given, else start a small local Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            configure_logging=True,
+            logging_level=logging.WARNING,
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# refresh
+
+
+def cmd_refresh(args: argparse.Namespace) -> int:
+    from ray_logme.config import RunConfig
+    from ray_logme.pipeline import refresh
+
+    config_path = Path(args.config) if args.config else default_config_path()
+    config = RunConfig.from_yaml(config_path)
+    if args.store:
+        config = config.model_copy(update={"store": args.store})
+    connect_ray(args.address, args.num_cpus)
+    result = refresh(config, resume=args.resume, progress=not args.no_progress)
+    print(f"run:         {result.run_id}")
+    print(f"store:       {result.store_uri}")
+    print(f"scores:      {result.scores_uri}")
+    print(f"status:      {result.status_uri}")
+    print(f"summary:     {result.leaderboard_md}")
+    if result.failed_pairs:
+        print(f"failed:      {len(result.failed_pairs)} of {result.num_pairs} (model, task) pairs")
+        for model, task, error in result.failed_pairs:
+            print(f"  - {model} x {task}: {error.splitlines()[0] if error else ''}")
+    print(f"took:        {result.seconds:.1f} s")
+    print(f"leaderboard: {result.leaderboard_html}")
+    return result.exit_code
+
+
+# --------------------------------------------------------------------------------------------
+# score
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ray_logme.metrics import logme
+
+    features, labels = _load_features(Path(args.path), args.features_column, args.label_column)
+    if args.kind == "classification" and labels.dtype.kind == "f":
+        if not np.all(labels == np.round(labels)):
+            raise RayLogMEError(
+                f"{args.path}: labels are not integers; use --kind regression for real targets"
+            )
+        labels = labels.astype(np.int64)
+    value = logme(features, labels, kind=args.kind)
+    print(f"LogME ({args.kind}, n={features.shape[0]}, d={features.shape[1]}): {value:.6f}")
+    return 0
+
+
+def _load_features(path: Path, features_column: str, label_column: str):
+    """Features ``float32[n, d]`` and labels from a Parquet, ``.npz`` or ``.npy`` pair."""
+    import numpy as np
+
+    if not path.exists():
+        raise RayLogMEError(f"{path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        data = np.load(path, allow_pickle=False)
+        missing = {features_column, label_column} - set(data.files)
+        if missing:
+            raise RayLogMEError(f"{path} lacks array(s) {sorted(missing)}; it has {data.files}")
+        return np.asarray(data[features_column]), np.asarray(data[label_column])
+    if suffix == ".npy":
+        label_path = path.with_name(path.stem + ".labels.npy")
+        if not label_path.exists():
+            raise RayLogMEError(
+                f"{path}: an .npy features file needs its labels beside it in {label_path.name}"
+            )
+        return np.load(path, allow_pickle=False), np.load(label_path, allow_pickle=False)
+    if suffix in (".parquet", ".pq") or path.is_dir():
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        missing = {features_column, label_column} - set(table.column_names)
+        if missing:
+            raise RayLogMEError(
+                f"{path} lacks column(s) {sorted(missing)}; it has {table.column_names} "
+                "(see --features-column / --label-column)"
+            )
+        column = table.column(features_column).combine_chunks()
+        features = np.asarray(column.flatten().to_numpy(zero_copy_only=False)).reshape(
+            len(table), -1
+        )
+        label_col = table.column(label_column).combine_chunks()
+        if hasattr(label_col.type, "list_size") or hasattr(label_col.type, "value_type"):
+            labels = np.asarray(label_col.flatten().to_numpy(zero_copy_only=False)).reshape(
+                len(table), -1
+            )
+        else:
+            labels = label_col.to_numpy(zero_copy_only=False)
+        return features, labels
+    raise RayLogMEError(f"{path}: unsupported features file; use .parquet, .npz or .npy")
+
+
+# --------------------------------------------------------------------------------------------
+# leaderboard
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from ray_logme.leaderboard import build_leaderboard, filter_models, to_markdown
+    from ray_logme.pipeline import list_runs, load_history
+
+    store = _store_from_args(args)
+    runs = list_runs(store)
+    if args.runs:
+        for record in runs:
+            print(
+                f"{record['run_id']}  {record.get('timestamp', '')}  "
+                f"{record.get('state', '?'):>12}  pairs={record.get('num_pairs', '?')} "
+                f"failed={record.get('num_failed', '?')}"
+            )
+        return 0
+    finished = [r for r in runs if store.exists(f"runs/{r['run_id']}/scores.parquet")]
+    if not finished:
+        raise RayLogMEError(f"no finished run on {store.uri_of('')}: run `ray-logme refresh` first")
+    record = (
+        next((r for r in finished if r["run_id"] == args.run), None) if args.run else finished[0]
+    )
+    if record is None:
+        raise RayLogMEError(f"run {args.run!r} not found or not finished on {store.uri_of('')}")
+    run_id = record["run_id"]
+    scores = store.read_table(f"runs/{run_id}/scores.parquet").to_pandas()
+    models_rel = f"runs/{run_id}/models.parquet"
+    models = store.read_table(models_rel).to_pandas() if store.exists(models_rel) else None
+    if models is not None and "imagenet_top1" not in models:
+        models["imagenet_top1"] = pd.Series([None] * len(models), dtype="float64")
+    from ray_logme.leaderboard import RunRecord
+
+    board = build_leaderboard(
+        scores, models, load_history(store, exclude=run_id), run=RunRecord.from_dict(record)
+    )
+    if args.max_params or args.min_throughput or args.max_feature_dim:
+        board = filter_models(
+            board,
+            max_params=args.max_params,
+            min_throughput=args.min_throughput,
+            max_feature_dim=args.max_feature_dim,
+        )
+    if args.format == "csv":
+        board.overall.to_csv(sys.stdout, index=False)
+    else:
+        print(to_markdown(board))
+    return 0
+
+
+def _store_from_args(args: argparse.Namespace):
+    from ray_logme.config import RunConfig
+    from ray_logme.storage import FeatureStore
+
+    if args.store:
+        return FeatureStore(args.store)
+    config = RunConfig.from_yaml(Path(args.config) if args.config else default_config_path())
+    return FeatureStore(config.store, config.storage)
+
+
+# --------------------------------------------------------------------------------------------
+# evaluate
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ray_logme.evaluate import run_from_args
+
+    return run_from_args(args)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ray-logme",
+        description=(
+            "Rank pre-trained models (timm, Hugging Face) for labelled downstream tasks with "
+            "LogME, computed from frozen features on a Ray cluster."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"ray-logme {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser(
+        "refresh",
+        help="extract features, score LogME and write the leaderboard (the nightly job)",
+        description=(
+            "Run the pipeline: snapshot tasks, extract features with Ray actors, reduce to LogME "
+            "scores, write the leaderboard. Without --config it runs the embedded default (local "
+            "Ray, ./ray-logme-store, shipped tasks and models, no download). Exits 1 if any "
+            "(model, task) pair failed, after writing everything that succeeded."
+        ),
+    )
+    p.add_argument("--config", help="run config YAML (default: the embedded local.yaml)")
+    p.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run")
+    p.add_argument("--store", help="override the config's store URI")
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a new local Ray")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_refresh)
+
+    p = sub.add_parser(
+        "score",
+        help="LogME of one features file",
+        description="LogME of features + labels in a Parquet, .npz or .npy (+ .labels.npy) file.",
+    )
+    p.add_argument("path", help="features file")
+    p.add_argument("--kind", choices=["classification", "regression"], default="classification")
+    p.add_argument("--features-column", default="features", help="column / array of features")
+    p.add_argument("--label-column", default="label", help="column / array of labels")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser(
+        "leaderboard",
+        help="show the latest (or a given) run's leaderboard",
+        description="Print a run's leaderboard as Markdown or CSV, optionally under a budget.",
+    )
+    p.add_argument("--config", help="config whose store to read (default: embedded local.yaml)")
+    p.add_argument("--store", help="store URI to read instead of a config's")
+    p.add_argument("--run", help="run id (default: the latest finished run)")
+    p.add_argument("--runs", action="store_true", help="list the runs on the store")
+    p.add_argument("--max-params", help="only models with at most this many parameters (50M, 1.5B)")
+    p.add_argument("--min-throughput", type=float, help="only models extracting >= samples/s")
+    p.add_argument("--max-feature-dim", type=int, help="only models with feature_dim <= this")
+    p.add_argument("--format", choices=["md", "csv"], default="md")
+    p.set_defaults(func=cmd_leaderboard)
+
+    from ray_logme.evaluate import add_evaluate_arguments
+
+    p = sub.add_parser(
+        "evaluate",
+        help="how well scores rank models against ground-truth accuracies",
+        description="Weighted Kendall tau, Kendall tau, Pearson and top-k relative accuracy, "
+        "with bootstrap confidence intervals, of scores against ground truth.",
+    )
+    add_evaluate_arguments(p)
+    p.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except RayLogMEError as exc:
+        print(f"ray-logme: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
