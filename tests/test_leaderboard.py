@@ -527,8 +527,8 @@ def test_filter_models_by_budget_keeps_global_ranks():
 # ---------------------------------------------------------------------------------------------
 
 
-def hostile_leaderboard():
-    """A leaderboard whose hub-supplied strings try to inject markup everywhere."""
+def hostile_inputs():
+    """(scores, models, history, run) whose hub-supplied strings try to inject markup everywhere."""
     entries = {
         ("resnet18", "flowers"): 0.5,
         ("resnet18", XSS_TASK): 0.2,
@@ -553,7 +553,13 @@ def hostile_leaderboard():
     previous = scores_table({("resnet18", "flowers"): 1.0, ("gone", "flowers"): 0.0}, "run-0")
     history = [PastRun(RunRecord("run-0", "2025-01-01T00:00:00Z"), previous)]
     record = RunRecord("run-1", "2025-01-02T00:00:00Z", XSS_HUB, "0.1.0")
-    return build_leaderboard(scores_table(entries), models, history, run=record)
+    return scores_table(entries), models, history, record
+
+
+def hostile_leaderboard():
+    """A leaderboard whose hub-supplied strings try to inject markup everywhere."""
+    scores, models, history, record = hostile_inputs()
+    return build_leaderboard(scores, models, history, run=record)
 
 
 def test_html_escapes_every_hub_supplied_string():
@@ -819,3 +825,116 @@ def test_write_leaderboard_round_trips_through_the_store(feature_store):
         path.startswith("runs/run-2/")
         for path in write_leaderboard(lb, feature_store, "run-2", latest=False)
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Single-modality regression: exactly the leaderboard of the code before modality awareness
+# ---------------------------------------------------------------------------------------------
+
+GOLDEN_PATH = Path(__file__).parent / "data" / "leaderboard_single_modality_golden.json"
+
+
+def seeded_single_modality_inputs(seed: int):
+    """(scores, models, history, run) of one modality: random ties, failures, missing pairs and
+    costs, a previous run with other models and a changed task set."""
+    rng = np.random.default_rng(1000 + seed)
+    models = [f"m{i}" for i in range(int(rng.integers(4, 10)))]
+    tasks = [f"t{i}" for i in range(int(rng.integers(2, 5)))]
+
+    def entries_of(names, task_names):
+        entries: dict[tuple[str, str], object] = {}
+        for model, task in itertools.product(names, task_names):
+            draw = rng.random()
+            if draw < 0.1:
+                continue
+            if draw < 0.2:
+                entries[(model, task)] = f"FeatureError: seeded failure {model} {task}"
+            else:
+                entries[(model, task)] = float(rng.integers(0, 5)) - 2.5
+        return entries
+
+    scores = scores_table(entries_of(models, tasks), run_id=f"run-{seed}-b")
+    table = models_table(
+        models,
+        num_params=np.where(rng.random(len(models)) < 0.2, np.nan, rng.integers(1, 9, len(models)))
+        * 1e6,
+        feature_dim=rng.choice([64.0, 128.0, 512.0, np.nan], len(models)),
+        throughput=np.where(rng.random(len(models)) < 0.2, np.nan, rng.random(len(models)) * 900),
+        tags=[["cnn"] if i % 2 else ["vit", "small"] for i in range(len(models))],
+    )
+    previous_models = [*models[1:], "old"]
+    previous_tasks = [*tasks[:-1], "t_old"]
+    previous = scores_table(entries_of(previous_models, previous_tasks), run_id=f"run-{seed}-a")
+    history = [PastRun(RunRecord(f"run-{seed}-a", "2025-01-01T00:00:00Z", "c", "0.1"), previous)]
+    record = RunRecord(f"run-{seed}-b", "2025-01-02T00:00:00Z", "c", "0.1")
+    return scores, table, history, record
+
+
+def single_modality_cases():
+    """name -> (scores, models, history, run, filter kwargs or None)."""
+    cases = {
+        "hand": (scores_table(HAND_SCORES), models_table("ABCDEF"), None, None, None),
+        "hostile": (*hostile_inputs(), None),
+    }
+    for seed in range(4):
+        cases[f"seeded-{seed}"] = (*seeded_single_modality_inputs(seed), None)
+    cases["seeded-0-filtered"] = (*seeded_single_modality_inputs(0), {"max_params": "5M"})
+    return cases
+
+
+def page_without_scripts(page: str) -> str:
+    """The page less its scripts and CSP (hash of the script): what a reader sees."""
+    page = re.sub(r"<script[^>]*>.*?</script>", "<script></script>", page, flags=re.S)
+    return re.sub(r'http-equiv="Content-Security-Policy" content="[^"]*"', "CSP", page)
+
+
+def render_case(case):
+    scores, models, history, run, filters = case
+    lb = build_leaderboard(scores, models, history, run=run)
+    if filters:
+        lb = filter_models(lb, **filters)
+    return {
+        "data": json.loads(json.dumps(leaderboard_data(lb))),
+        "markdown": to_markdown(lb),
+        "html": page_without_scripts(to_html(lb)),
+    }
+
+
+def with_modality(case, where: str):
+    """The case with every model declared "image" (a model that failed to load: unknown) in the
+    models table (``where="models"``) or every scores row carrying its task's modality
+    (``where="scores"``), history included."""
+    scores, models, history, run, filters = case
+    if where == "models":
+        models = models.copy()
+        models["modality"] = np.where(models["state"] == "failed", None, "image")
+    else:
+        scores = scores.assign(modality="image")
+        history = [PastRun(p.record, p.scores.assign(modality="image")) for p in history or ()]
+    return scores, models, history, run, filters
+
+
+def assert_same_as_golden(rendered, golden, name):
+    """Every table value, Markdown and page of ``golden`` (the pre-modality code) unchanged;
+    columns and keys added since are not compared."""
+    for key, expected in golden["data"].items():
+        got = rendered["data"][key]
+        if isinstance(expected, list) and expected and isinstance(expected[0], dict):
+            assert len(got) == len(expected), (name, key)
+            for row, old in zip(got, expected, strict=True):
+                assert {column: row[column] for column in old} == old, (name, key)
+        else:
+            assert got == expected, (name, key)
+    assert rendered["markdown"] == golden["markdown"], name
+    assert rendered["html"] == golden["html"], name
+
+
+@pytest.mark.parametrize("where", ["none", "models", "scores"])
+def test_single_modality_runs_rank_and_render_exactly_as_before(where):
+    golden = json.loads(GOLDEN_PATH.read_text())
+    cases = single_modality_cases()
+    assert sorted(golden) == sorted(cases)
+    for name, case in cases.items():
+        if where != "none":
+            case = with_modality(case, where)
+        assert_same_as_golden(render_case(case), golden[name], name)
