@@ -212,7 +212,7 @@ def worker(method: str, num_samples: int, dim: int, num_classes: int, seed: int,
     )
 
 
-def run_in_subprocess(method, num_samples, dim, num_classes, seed, device) -> dict:
+def run_in_subprocess(method, num_samples, dim, num_classes, seed, device, threads) -> dict:
     command = [
         sys.executable,
         str(Path(__file__).resolve()),
@@ -226,7 +226,11 @@ def run_in_subprocess(method, num_samples, dim, num_classes, seed, device) -> di
         "--device",
         device,
     ]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    env = dict(os.environ)
+    if threads:
+        for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[name] = str(threads)
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"{method} n={num_samples} d={dim} failed:\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -257,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-stream", action="store_true", help="skip the streaming cases")
     parser.add_argument("--json", type=Path, help="write all measurements here")
     parser.add_argument(
+        "--threads", type=int, default=0, help="BLAS threads per worker (0: default)"
+    )
+    parser.add_argument(
         "--worker", nargs=4, metavar=("METHOD", "N", "D", "C"), help=argparse.SUPPRESS
     )
     args = parser.parse_args(argv)
@@ -268,19 +275,32 @@ def main(argv: list[str] | None = None) -> int:
     cases = QUICK_CASES if args.quick else FULL_CASES
     streams = QUICK_STREAM if args.quick else FULL_STREAM
     methods = [method.strip() for method in args.methods.split(",") if method.strip()]
-    print(f"# bench_logme  cpus={os.cpu_count()}  loadavg at start: {_loadavg()}", flush=True)
+    print(
+        f"# bench_logme  cpus={os.cpu_count()}  threads={args.threads or 'default'}  "
+        f"repeats={args.repeats}  loadavg at start: {_loadavg()}",
+        flush=True,
+    )
     records = []
 
-    def measure(method, n, d, c):
-        runs = [
-            run_in_subprocess(method, n, d, c, args.seed, args.device) for _ in range(args.repeats)
-        ]
-        best = min(runs, key=lambda r: r["seconds"])
-        best["peak_bytes"] = max(r["peak_bytes"] for r in runs)
-        best["extra_bytes"] = max(r["extra_bytes"] for r in runs)
-        best["loadavg"] = _loadavg()
-        records.append(best)
-        return best
+    def measure_all(method_list, n, d, c):
+        """Each repeat runs every method once (interleaved, so that load from other processes
+        hits all of them alike); the best time and the largest peak per method are kept."""
+        runs = {method: [] for method in method_list}
+        for _ in range(args.repeats):
+            for method in method_list:
+                runs[method].append(
+                    run_in_subprocess(method, n, d, c, args.seed, args.device, args.threads)
+                )
+        results = {}
+        for method, method_runs in runs.items():
+            best = min(method_runs, key=lambda r: r["seconds"])
+            best["seconds_all"] = [r["seconds"] for r in method_runs]
+            best["peak_bytes"] = max(r["peak_bytes"] for r in method_runs)
+            best["extra_bytes"] = max(r["extra_bytes"] for r in method_runs)
+            best["loadavg"] = _loadavg()
+            records.append(best)
+            results[method] = best
+        return results
 
     header = (
         f"{'n':>7} {'d':>5} {'C':>4} | {'method':>8} {'seconds':>8} {'peak RSS':>10} "
@@ -289,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     print("-" * len(header))
     for n, d, c in cases:
-        results = {method: measure(method, n, d, c) for method in methods}
+        results = measure_all(methods, n, d, c)
         base = results[methods[0]]
         for method, result in results.items():
             ratio = ""
@@ -314,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
             f"streaming (chunks of {CHUNK_ROWS} rows generated on the fly; time excludes generation)"
         )
     for n, d, c in [] if args.no_stream else streams:
-        result = measure("stream", n, d, c)
+        result = measure_all(["stream"], n, d, c)["stream"]
         print(
             f"{n:>7} {d:>5} {c:>4} | {'stream':>8} {result['seconds']:8.2f} "
             f"{_mib(result['peak_bytes']):>10} {_mib(result['extra_bytes']):>10} | "
