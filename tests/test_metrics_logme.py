@@ -635,6 +635,9 @@ def _check_torch_on_cpu(torch):
             assert_close(mixed.logme(), reference, 1e-10)
             assert restored.to(None).device is None
             assert_close(restored.to(None).logme(), reference, 1e-10)
+            # An unpickled device partial keeps accumulating on its device.
+            more = pickle.loads(pickle.dumps(stats)).update(features[n:], labels[n:])
+            assert_close(more.logme(), expected, 1e-10)
     bad = torch.from_numpy(features.copy())
     bad[3, 2] = float("nan")
     with pytest.raises(ValueError, match="1 NaN and 0 Inf"):

@@ -256,11 +256,12 @@ class LogMEStats:
         else:
             self._fold_rows()
             backend = self._backend_()
+            gram = self._gram_native()
             if other._buffering():
                 for block in _blocks(other._rows, self.feature_dim):
-                    backend.add_gram(self._gram, backend.native(block))
+                    backend.add_gram(gram, backend.native(block))
             else:
-                self._gram += backend.native(other._gram)
+                gram += backend.native(other._gram)
         self.n += other.n
         return self
 
@@ -438,7 +439,7 @@ class LogMEStats:
         return self._backend
 
     def _gram_native(self):
-        # After unpickling, the Gram is numpy; move it to the backend once.
+        # After unpickling or copying, the Gram is numpy; move it to the backend (once).
         self._gram = self._backend_().native(self._gram)
         return self._gram
 
@@ -467,7 +468,7 @@ class LogMEStats:
             stop = start + rows_block.shape[0]
             block = backend.native(rows_block)
             if with_gram:
-                backend.add_gram(self._gram, block)
+                backend.add_gram(self._gram_native(), block)
             if column is not None:
                 sums = backend.class_sums(block, column[start:stop], self._targets.size)
             else:
