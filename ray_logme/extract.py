@@ -320,6 +320,7 @@ class ModelActor:
         batch_size: int,
         store: FeatureStore,
         model_key: str,
+        num_threads: int = 1,
     ) -> None:
         self.spec = ModelSpec.model_validate_json(spec_json)
         self.batch_size = batch_size
@@ -329,6 +330,8 @@ class ModelActor:
             import torch
 
             torch.set_grad_enabled(False)
+            # CPU threads = this actor's CPU share, so actors and decode tasks don't oversubscribe.
+            torch.set_num_threads(num_threads)
             self.extractor = load_extractor(
                 self.spec, device=device, allow_remote_code=tuple(allow_remote_code)
             )
@@ -460,8 +463,9 @@ def extract(
     if not ray.is_initialized():
         ray.init()
     result = ExtractResult()
-    for spec in models:
+    for position, spec in enumerate(models, start=1):
         key = model_key(spec)
+        logger.info("extract: model %d/%d: %s", position, len(models), spec.display_name)
         record = ModelRecord(
             run_id=run_id,
             model=spec.display_name,
@@ -513,6 +517,7 @@ def extract(
                     wait_for_actors_s=wait_for_actors_s,
                     runtime_env=runtime_env,
                     progress=progress,
+                    label=f"[{position}/{len(models)}] {spec.display_name}",
                 )
         for pair in pairs.values():
             if pair.state == "pending":
@@ -570,6 +575,7 @@ def _run_model_pipeline(
     wait_for_actors_s: float,
     runtime_env: Mapping[str, Any] | None,
     progress: bool,
+    label: str,
 ) -> None:
     """Stream every pending shard of ``work`` through one actor pool of this model."""
     import ray.data
@@ -624,6 +630,7 @@ def _run_model_pipeline(
                 "batch_size": batch_size,
                 "store": store,
                 "model_key": key,
+                "num_threads": max(1, int(cpus_per_worker)),
             },
             compute=ray.data.ActorPoolStrategy(size=num_workers),
             batch_size=batch_size,
@@ -633,7 +640,7 @@ def _run_model_pipeline(
             **actor_options,
         )
     metadata: dict[str, Any] | None = None
-    bar = _progress_bar(total_rows, spec.display_name, progress)
+    bar = _progress_bar(total_rows, label, progress)
     try:
         for batch in dataset.iter_batches(batch_format="numpy", batch_size=None):
             for path in np.unique(batch["path"]):

@@ -210,3 +210,50 @@ def test_actor_killed_on_its_first_batch_is_restarted_without_duplicates(
         [store.read_feature_shard(key, snapshot.task_key, i).row_ids for i in range(4)]
     )
     assert sorted(row_ids.tolist()) == list(range(64))
+
+
+class _OOMAboveFour:
+    """A real timm extractor that raises torch's OOM error for batches above 4 rows."""
+
+    def __init__(self, extractor):
+        self.extractor = extractor
+        self.calls: list[int] = []
+
+    def __call__(self, tensors):
+        rows = len(tensors["pixel_values"])
+        self.calls.append(rows)
+        if rows > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return self.extractor(tensors)
+
+
+def test_out_of_memory_halves_the_micro_batch_and_keeps_the_features(tmp_path):
+    from ray_logme.extract import ModelActor
+
+    spec = ModelSpec(hub="timm", name="test_vit", pretrained=False)
+    actor = ModelActor(spec.model_dump_json(), "cpu", [], 16, FeatureStore(str(tmp_path)), "k")
+    assert actor.load_error is None
+    reference = actor.extractor
+    pixels = np.random.default_rng(0).normal(size=(12, 3, 160, 160)).astype(np.float32)
+    expected = reference({"pixel_values": pixels})
+    actor.extractor = _OOMAboveFour(reference)
+    out = actor(
+        {
+            "path": np.array(["shard"] * 12),
+            "row_id": np.arange(12),
+            "pixel_values": pixels,
+            "error": np.array([""] * 12),
+        }
+    )
+    assert (out["error"] == "").all()
+    assert actor.batch_size == 4 and actor.extractor.calls[:3] == [12, 8, 4]
+    np.testing.assert_allclose(out["features"], expected, rtol=1e-4, atol=1e-5)
+    # At batch size 1 an OOM fails the rows with a message, it does not kill the actor.
+    actor.extractor, actor.batch_size = _AlwaysOOM(), 1
+    out = actor({"path": np.array(["s"]), "row_id": np.arange(1), "pixel_values": pixels[:1]})
+    assert "forward pass failed" in out["error"][0] and "out of memory" in out["error"][0]
+
+
+class _AlwaysOOM:
+    def __call__(self, tensors):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
