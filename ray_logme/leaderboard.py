@@ -33,6 +33,25 @@ Ranking rules
   is equal), then averaged over the tasks. It puts differently scaled tasks (classification and
   regression LogME) on one [0, 1] scale and is the "overall score" of the Pareto fronts.
 
+Modalities
+----------
+A run may mix image models and tasks with text ones; the extract stage skips the pairs whose
+modalities differ (no score row). The rules above then apply **within each modality**:
+
+* A model's modality is the models table's ``modality`` column; a task's is its scores rows'
+  optional ``modality`` column, or else the modality of the models with an ``ok`` score on it
+  (each such score also gives an undeclared model the modality of its task). An ``ok`` score
+  pairing two modalities is a ``ValueError``.
+* A model's **leaderboard tasks** are the tasks of its modality: completeness, ``num_tasks``,
+  ``missing_tasks``, ``overall_rank``, comparable ranks, the mean normalised score and the Pareto
+  fronts are computed among the models of one modality, over its tasks. ``overall`` lists one
+  modality after the other (in order of their first task), each sorted as above.
+* A model of **unknown** modality (it failed to load before its modality was known) gets every
+  task as a leaderboard task, has no score, and so no rank; it is listed last. (A task no model of
+  known modality scored is a task of unknown modality: only those models see it.)
+* A run with **one** modality (or none recorded) is ranked exactly as without modalities: every
+  task has that modality and every model every task.
+
 Cost and Pareto fronts
 ----------------------
 The cost columns come from the models table: ``num_params`` and ``feature_dim`` (lower is
@@ -48,7 +67,16 @@ first entry whose run id differs from the current run's; its overall ranks are r
 scores with the rules above, and ``changes`` lists every model of either run as ``new``,
 ``dropped`` or ``kept`` with ``rank_delta = previous_rank - overall_rank`` (positive: moved up).
 Ranks of runs with different task sets are compared as they are; ``tasks_added`` and
-``tasks_removed`` say when that happened.
+``tasks_removed`` say when that happened. The previous run's ranks are also taken within each
+modality, from its own models table and scores rows where given (``PastRun.models``), else from
+the current run's modality of the same model or task name; ``task_set_changed_modalities`` names
+the modalities of both runs whose tasks differ, the ones whose rank changes compare other tasks.
+
+Failures
+--------
+``failures`` lists each failure once. The reduce stage repeats every extract failure as a failed
+score row with the same error: the extract stage's row is kept (from the ``status`` table, with
+its traceback), and a model that failed to load is one row with an empty task.
 """
 
 from __future__ import annotations
@@ -74,7 +102,12 @@ logger = logging.getLogger(__name__)
 
 SCORES_REQUIRED_COLUMNS = ("model", "task", "score", "state")
 MODELS_REQUIRED_COLUMNS = ("model",)
+STATUS_REQUIRED_COLUMNS = ("model", "task", "state", "error")
 OK_STATE = "ok"
+#: Model states of the models table that are not failures: extracted (``ok``), or every pair
+#: skipped because no task has the model's modality (``skipped``); ``""`` when not recorded.
+MODEL_NOT_FAILED_STATES = ("", OK_STATE, "skipped")
+FAILED_STATE = "failed"
 
 #: cost column -> "min" (lower is cheaper) or "max" (higher is cheaper)
 COST_AXES: dict[str, str] = {"num_params": "min", "feature_dim": "min", "throughput": "max"}
@@ -89,6 +122,7 @@ PER_TASK_COLUMNS = (
     "model_key",
     "task",
     "task_key",
+    "modality",
     "kind",
     "score",
     "rank",
@@ -100,6 +134,7 @@ OVERALL_COLUMNS = (
     "model",
     "model_key",
     "hub",
+    "modality",
     "tags",
     "complete",
     "tasks_covered",
@@ -121,6 +156,7 @@ OVERALL_COLUMNS = (
 PARETO_COLUMNS = (
     "model",
     "hub",
+    "modality",
     "overall_rank",
     "mean_normalised_score",
     *COST_AXES,
@@ -128,6 +164,7 @@ PARETO_COLUMNS = (
 )
 CHANGES_COLUMNS = (
     "model",
+    "modality",
     "change",
     "previous_rank",
     "overall_rank",
@@ -135,7 +172,7 @@ CHANGES_COLUMNS = (
     "previous_model_key",
     "model_key",
 )
-FAILURES_COLUMNS = ("stage", "model", "model_key", "task", "task_key", "error")
+FAILURES_COLUMNS = ("stage", "model", "model_key", "task", "task_key", "error", "traceback")
 RUNS_COLUMNS = ("run_id", "timestamp", "config_hash", "code_version", "current")
 
 
@@ -175,10 +212,12 @@ class RunRecord:
 
 @dataclass(frozen=True, eq=False)
 class PastRun:
-    """An earlier run: its record and its scores table (same schema as the current one)."""
+    """An earlier run: its record, its scores table (same schema as the current one) and,
+    optionally, its models table (only its ``model`` and ``modality`` columns are read)."""
 
     record: RunRecord
     scores: pd.DataFrame
+    models: pd.DataFrame | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -186,17 +225,23 @@ class Leaderboard:
     """The leaderboard of one run: pandas tables plus the run context (see the module docstring).
 
     Tables (one row per ...):
-      * ``per_task``: (model, task) pair of every model and leaderboard task; ``state`` is
-        ``ok``, ``failed`` or ``missing`` (never scored); ``rank`` among the ``num_ranked``
-        models scored on the task.
+      * ``per_task``: (model, task) pair of every model and each of its leaderboard tasks;
+        ``modality`` is the task's; ``state`` is ``ok``, ``failed`` or ``missing`` (never
+        scored); ``rank`` among the ``num_ranked`` models scored on the task.
       * ``overall``: model, best first (complete models by ``overall_rank``, then incomplete ones
-        by tasks covered and ``comparable_rank``), with cost columns and the change vs the
-        previous run.
-      * ``pareto``: complete model, with ``on_front_<cost>`` for each of :data:`COST_AXES`.
+        by tasks covered and ``comparable_rank``; with several modalities, one modality after the
+        other, unknown last), with its ``modality``, cost columns and the change vs the previous
+        run.
+      * ``pareto``: complete model, with ``on_front_<cost>`` for each of :data:`COST_AXES`
+        (fronts within each modality).
       * ``changes``: model of the current or previous run (``new`` / ``dropped`` / ``kept``).
-      * ``failures``: failed (stage, model, task); ``task`` is empty for a model that failed to
-        load in the extract stage.
+      * ``failures``: each failure once, (stage, model, task, error, traceback); ``task`` is empty
+        for a model that failed to load in the extract stage; ``traceback`` only from the extract
+        status table.
       * ``runs``: run record, the current run first then ``history`` in the given order.
+
+    ``modalities``: the run's known modalities (``("image", "text")``; empty when none is
+    known); ``task_modalities`` runs along ``tasks`` (``""``: unknown).
     """
 
     metric: str
@@ -213,10 +258,31 @@ class Leaderboard:
     tasks_added: tuple[str, ...] = ()
     tasks_removed: tuple[str, ...] = ()
     filters: tuple[str, ...] = field(default=())
+    modalities: tuple[str, ...] = ()
+    task_modalities: tuple[str, ...] = ()
+    previous_modalities: tuple[str, ...] = ()
+    #: modalities of both runs whose task set changed (their rank changes compare other tasks)
+    task_set_changed_modalities: tuple[str, ...] = ()
 
     @property
     def run_id(self) -> str | None:
         return self.run.run_id if self.run is not None else None
+
+    @property
+    def multimodal(self) -> bool:
+        """More than one modality: models are ranked within their modality."""
+        return len(self.modalities) > 1
+
+    def tasks_of(self, modality: str) -> tuple[str, ...]:
+        """The leaderboard tasks of a model of ``modality``: the tasks of that modality, or every
+        task for a model of unknown modality (``""``) or a run with one modality."""
+        if not self.multimodal or modality == "":
+            return self.tasks
+        return tuple(
+            task
+            for task, task_modality in zip(self.tasks, self.task_modalities, strict=True)
+            if task_modality == modality
+        )
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """The tables by name, in the order they are written."""
@@ -257,6 +323,11 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _modality_text(value: Any) -> str:
+    """A modality cell as ``"image"``, ``"text"``, ...: lower case; ``""`` when unknown."""
+    return _text(value).strip().lower()
+
+
 def _column(table: pd.DataFrame, name: str, default: Any = None) -> pd.Series:
     if name in table.columns:
         return table[name]
@@ -264,7 +335,8 @@ def _column(table: pd.DataFrame, name: str, default: Any = None) -> pd.Series:
 
 
 def _clean_scores(scores: pd.DataFrame, metric: str, what: str) -> pd.DataFrame:
-    """One row per (model, task) with model, model_key, task, task_key, kind, score, state, error.
+    """One row per (model, task) with model, model_key, task, task_key, kind, score, state, error
+    and modality (the task's, from an optional ``modality`` column; ``""`` when unknown).
 
     ``score`` is float64 and NaN unless ``state == "ok"``; an ``ok`` row with a non-finite score
     becomes ``failed`` (the reduce stage should never write one).
@@ -292,6 +364,7 @@ def _clean_scores(scores: pd.DataFrame, metric: str, what: str) -> pd.DataFrame:
             "score": pd.to_numeric(table["score"], errors="coerce").astype("float64"),
             "state": table["state"].map(_text).astype(object),
             "error": _column(table, "error").map(_text).astype(object),
+            "modality": _column(table, "modality").map(_modality_text).astype(object),
         }
     ).reset_index(drop=True)
     if (clean["model"] == "").any() or (clean["task"] == "").any():
@@ -334,6 +407,7 @@ def _model_table(models: pd.DataFrame | None, scores: pd.DataFrame) -> pd.DataFr
     columns = {
         "model_key": object,
         "hub": object,
+        "modality": object,
         "tags": object,
         "num_params": "float64",
         "feature_dim": "float64",
@@ -360,6 +434,8 @@ def _model_table(models: pd.DataFrame | None, scores: pd.DataFrame) -> pd.DataFr
             table[name] = pd.to_numeric(values, errors="coerce").astype("float64").to_numpy()
         elif name == "tags":
             table[name] = values.map(_tags_text).astype(object).to_numpy()
+        elif name == "modality":
+            table[name] = values.map(_modality_text).astype(object).to_numpy()
         else:
             table[name] = values.map(_text).astype(object).to_numpy()
     scored_only = [name for name in dict.fromkeys(scores["model"]) if name not in table.index]
@@ -453,16 +529,181 @@ def _scored_tasks(clean: pd.DataFrame) -> tuple[list[str], list[str]]:
     return [t for t in all_tasks if t in scored], [t for t in all_tasks if t not in scored]
 
 
-def _previous_ranks(previous: PastRun, metric: str) -> tuple[pd.DataFrame, list[str]]:
-    """(overall stats of the previous run indexed by model, with model_key; its scored tasks)."""
-    clean = _clean_scores(
-        previous.scores, metric, f"scores of previous run {previous.record.run_id}"
+# --------------------------------------------------------------------------------------------
+# Modalities
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Modalities:
+    """Which modality each model and task has (``""``: unknown) and the run's known ones."""
+
+    of_model: dict[str, str]
+    of_task: dict[str, str]
+    known: tuple[str, ...]
+
+    def blocks(
+        self, models: Sequence[str], tasks: Sequence[str]
+    ) -> list[tuple[str, list[str], list[str]]]:
+        """``(modality, its models, their leaderboard tasks)`` per modality in ``known`` order,
+        then the models of unknown modality, which get every task. With one known modality (or
+        none) every task has it (or none), so every model gets every task, as before."""
+        blocks = []
+        for modality in (*self.known, ""):
+            members = [model for model in models if self.of_model.get(model, "") == modality]
+            if not members:
+                continue
+            if modality == "":
+                group_tasks = list(tasks)
+            else:
+                group_tasks = [task for task in tasks if self.of_task.get(task, "") == modality]
+            blocks.append((modality, members, group_tasks))
+        return blocks
+
+
+def _resolve_modalities(
+    clean: pd.DataFrame,
+    declared: Mapping[str, str],
+    what: str,
+    model_hints: Mapping[str, str] | None = None,
+    task_hints: Mapping[str, str] | None = None,
+) -> _Modalities:
+    """The modality of every model and task of ``clean`` (and of the ``declared`` models).
+
+    A model's modality is the one the models table declares (``declared``: model -> modality or
+    ``""``); a task's is the one its scores rows carry (``clean["modality"]``). Each ``ok`` score
+    pairs a model and a task of the same modality, so either side tells the other (repeated
+    until nothing changes). ``model_hints``/``task_hints`` fill models and tasks that are still
+    unknown before that (a previous run's, from the current run). When exactly one modality is
+    known, every task and every model with an ``ok`` score has it; a model without any (it failed
+    to load before its modality was known) stays unknown. Raises ``ValueError`` when an ``ok``
+    score pairs two modalities or a task's rows disagree.
+    """
+    models = list(dict.fromkeys([*declared, *clean["model"]]))
+    tasks = list(dict.fromkeys(clean["task"]))
+    of_model = {model: declared.get(model, "") for model in models}
+    of_task = dict.fromkeys(tasks, "")
+    for task, modality in zip(clean["task"], clean["modality"], strict=True):
+        if modality and of_task[task] not in ("", modality):
+            raise ValueError(
+                f"{what}: the rows of task {task!r} carry modalities {of_task[task]!r} and "
+                f"{modality!r}; a task has one modality (its inputs')"
+            )
+        of_task[task] = modality or of_task[task]
+    for hints, target in ((model_hints, of_model), (task_hints, of_task)):
+        for name, modality in (hints or {}).items():
+            if name in target and not target[name] and modality:
+                target[name] = modality
+    ok_pairs = list(
+        zip(
+            clean.loc[clean["state"] == OK_STATE, "model"],
+            clean.loc[clean["state"] == OK_STATE, "task"],
+            strict=True,
+        )
     )
+    changed = True
+    while changed:
+        changed = False
+        for model, task in ok_pairs:
+            model_modality, task_modality = of_model[model], of_task[task]
+            if model_modality and task_modality:
+                if model_modality != task_modality:
+                    raise ValueError(
+                        f"{what}: model {model!r} ({model_modality}) has an ok score on task "
+                        f"{task!r}, which is a {task_modality} task (from its other models or its "
+                        "rows' modality); a model only scores tasks of its own modality. Check "
+                        "the models table's modality column."
+                    )
+            elif model_modality:
+                of_task[task] = model_modality
+                changed = True
+            elif task_modality:
+                of_model[model] = task_modality
+                changed = True
+    known = tuple(
+        dict.fromkeys(
+            m for m in (*(of_task[t] for t in tasks), *(of_model[m] for m in models)) if m
+        )
+    )
+    if len(known) == 1:
+        (only,) = known
+        of_task = dict.fromkeys(of_task, only)
+        scored = {model for model, _ in ok_pairs}
+        of_model = {
+            m: only if (modality or m in scored) else "" for m, modality in of_model.items()
+        }
+    return _Modalities(of_model=of_model, of_task=of_task, known=known)
+
+
+def _declared_modalities(models: pd.DataFrame | None) -> dict[str, str]:
+    """model -> modality of a models table (``""`` where unknown; ``{}`` without the column)."""
+    if models is None or "modality" not in models.columns or "model" not in models.columns:
+        return {}
+    return dict(
+        zip(models["model"].map(_text), models["modality"].map(_modality_text), strict=True)
+    )
+
+
+def _grouped_stats(
+    matrix: pd.DataFrame, blocks: Sequence[tuple[str, list[str], list[str]]]
+) -> pd.DataFrame:
+    """:func:`_overall_stats` of each modality block of ``matrix`` (float64[models, tasks]), with
+    ``num_tasks`` and ``missing_tasks`` (the block's tasks the model has no ok score on)."""
+    parts = []
+    for _, members, group_tasks in blocks:
+        block = matrix.loc[members, group_tasks]
+        stats = _overall_stats(block)
+        stats["num_tasks"] = len(group_tasks)
+        stats["missing_tasks"] = [
+            ", ".join(task for task, flag in zip(group_tasks, row, strict=True) if not flag)
+            for row in block.notna().to_numpy()
+        ]
+        parts.append(stats)
+    if not parts:
+        stats = _overall_stats(matrix)
+        stats["num_tasks"] = matrix.shape[1]
+        stats["missing_tasks"] = pd.Series([], dtype=object)
+        return stats
+    return pd.concat(parts).reindex(matrix.index)
+
+
+def _group_tasks(tasks: Sequence[str], modalities: _Modalities) -> dict[str, tuple[str, ...]]:
+    """modality -> its tasks (``{"": tasks}`` when no modality is known)."""
+    if not modalities.known:
+        return {"": tuple(tasks)}
+    return {
+        modality: tuple(task for task in tasks if modalities.of_task.get(task) == modality)
+        for modality in modalities.known
+    }
+
+
+def _previous_ranks(
+    previous: PastRun, metric: str, current: _Modalities
+) -> tuple[pd.DataFrame, list[str], _Modalities]:
+    """(overall stats of the previous run indexed by model, with model_key and modality; its
+    scored tasks; its modalities).
+
+    Its modalities come from its models table and scores rows where they say; models and tasks
+    they say nothing about (a run from before modalities were recorded) take the modality of the
+    same name in the current run, unless that contradicts the previous run's scores.
+    """
+    what = f"scores of previous run {previous.record.run_id}"
+    clean = _clean_scores(previous.scores, metric, what)
     tasks, _ = _scored_tasks(clean)
     models = list(dict.fromkeys(clean["model"]))
-    stats = _overall_stats(_score_matrix(clean, models, tasks))
+    declared = _declared_modalities(previous.models)
+    try:
+        modalities = _resolve_modalities(
+            clean, declared, what, model_hints=current.of_model, task_hints=current.of_task
+        )
+    except ValueError as exc:
+        logger.warning("%s; ranking the %s without the current run's modalities", exc, what)
+        modalities = _resolve_modalities(clean, declared, what)
+    matrix = _score_matrix(clean, models, tasks)
+    stats = _grouped_stats(matrix, modalities.blocks(models, tasks))
     stats["model_key"] = clean.drop_duplicates("model").set_index("model")["model_key"]
-    return stats, tasks
+    stats["modality"] = [modalities.of_model.get(model, "") for model in stats.index]
+    return stats, tasks, modalities
 
 
 # --------------------------------------------------------------------------------------------
@@ -512,14 +753,19 @@ def pareto_front(score: Sequence[float], cost: Sequence[float], cost_direction: 
 
 
 def _pareto_table(overall: pd.DataFrame) -> pd.DataFrame:
+    """The complete models of ``overall`` with their fronts, computed within each modality."""
     complete = overall[overall["complete"]]
-    table = complete[["model", "hub", "overall_rank", "mean_normalised_score", *COST_AXES]].copy()
+    table = complete[
+        ["model", "hub", "modality", "overall_rank", "mean_normalised_score", *COST_AXES]
+    ].copy()
+    scores = table["mean_normalised_score"].to_numpy(dtype=np.float64)
     for axis, direction in COST_AXES.items():
-        table[f"on_front_{axis}"] = pareto_front(
-            table["mean_normalised_score"].to_numpy(dtype=np.float64),
-            table[axis].to_numpy(dtype=np.float64),
-            direction,
-        )
+        costs = table[axis].to_numpy(dtype=np.float64)
+        on_front = np.zeros(len(table), dtype=bool)
+        for modality in dict.fromkeys(table["modality"]):
+            members = (table["modality"] == modality).to_numpy()
+            on_front[members] = pareto_front(scores[members], costs[members], direction)
+        table[f"on_front_{axis}"] = on_front
     return table.reset_index(drop=True)[list(PARETO_COLUMNS)]
 
 
@@ -543,26 +789,38 @@ def _resolve_run(run: RunRecord | Mapping | None, scores: pd.DataFrame) -> RunRe
 def _as_past_run(entry: PastRun | tuple) -> PastRun:
     if isinstance(entry, PastRun):
         return entry
-    if isinstance(entry, tuple) and len(entry) == 2:
-        record, scores = entry
+    if isinstance(entry, tuple) and len(entry) in (2, 3):
+        record, scores, *models = entry
         if isinstance(record, Mapping):
             record = RunRecord.from_dict(record)
-        return PastRun(record=record, scores=scores)
+        return PastRun(record=record, scores=scores, models=models[0] if models else None)
     raise ValueError(
-        f"history entries must be PastRun(record, scores) or (RunRecord, DataFrame) tuples, "
-        f"got {type(entry).__name__}"
+        "history entries must be PastRun(record, scores[, models]) or (RunRecord, scores[, "
+        f"models]) tuples, got {type(entry).__name__}"
     )
 
 
 def _per_task_table(
-    clean: pd.DataFrame, matrix: pd.DataFrame, task_ranks: pd.DataFrame
+    clean: pd.DataFrame,
+    matrix: pd.DataFrame,
+    task_ranks: pd.DataFrame,
+    blocks: Sequence[tuple[str, list[str], list[str]]],
+    task_modality: Mapping[str, str],
 ) -> pd.DataFrame:
-    """Long table of every (model, task) cell of ``matrix`` (float64[models, tasks]): the pair's
-    row of ``clean`` (``state`` ``missing`` when there is none), its score and rank; sorted by
-    task (in matrix order), rank, model."""
+    """Long table of every (model, task) cell of each block's models x tasks: the pair's row of
+    ``clean`` (``state`` ``missing`` when there is none), its score and rank from ``matrix``
+    (float64[models, tasks]) and ``task_ranks``; sorted by task (in matrix order), rank, model."""
     models, tasks = list(matrix.index), list(matrix.columns)
-    model_position = np.tile(np.arange(len(models)), len(tasks))
-    task_position = np.repeat(np.arange(len(tasks)), len(models))
+    model_index = {model: i for i, model in enumerate(models)}
+    task_index = {task: j for j, task in enumerate(tasks)}
+    model_parts, task_parts = [], []
+    for _, members, group_tasks in blocks:
+        rows = np.array([model_index[m] for m in members], dtype=np.int64)
+        columns = np.array([task_index[t] for t in group_tasks], dtype=np.int64)
+        model_parts.append(np.tile(rows, len(columns)))
+        task_parts.append(np.repeat(columns, len(rows)))
+    model_position = np.concatenate(model_parts) if model_parts else np.zeros(0, np.int64)
+    task_position = np.concatenate(task_parts) if task_parts else np.zeros(0, np.int64)
     grid = pd.DataFrame(
         {
             "model": pd.Series([models[i] for i in model_position], dtype=object),
@@ -573,6 +831,7 @@ def _per_task_table(
     table = grid.merge(pairs, on=["model", "task"], how="left", validate="one_to_one")
     task_info = clean.drop_duplicates("task").set_index("task")
     table["task_key"] = table["task"].map(task_info["task_key"])
+    table["modality"] = table["task"].map(lambda task: task_modality.get(task, ""))
     table["kind"] = table["task"].map(task_info["kind"])
     table["score"] = matrix.to_numpy()[model_position, task_position]
     table["rank"] = task_ranks.to_numpy()[model_position, task_position]
@@ -585,7 +844,7 @@ def _per_task_table(
         ["task_order", "rank", "model"], na_position="last", kind="stable"
     ).reset_index(drop=True)
     table = table[list(PER_TASK_COLUMNS)]
-    for column in ("model", "model_key", "task", "task_key", "kind", "state", "error"):
+    for column in ("model", "model_key", "task", "task_key", "modality", "kind", "state", "error"):
         table[column] = table[column].astype(object)
     table["score"] = table["score"].astype("float64")
     table["rank"] = table["rank"].astype("float64")
@@ -600,15 +859,21 @@ def build_leaderboard(
     run: RunRecord | Mapping | None = None,
     metric: str = "logme",
     tasks: Sequence[str] | None = None,
+    status: pd.DataFrame | None = None,
 ) -> Leaderboard:
     """Rank the models of one run (rules in the module docstring).
 
     ``scores``: the reduce stage's scores table (one row per model and task; rows of other
-    metrics are ignored). ``models``: the extract stage's models table (cost columns; may carry
-    ``tags``) or None. ``history``: earlier runs, newest first (``PastRun`` or
-    ``(RunRecord, scores)`` tuples). ``run``: the current run's record; by default the scores'
-    single ``run_id``. ``tasks``: restrict the leaderboard to these task names.
-    Raises ``ValueError`` for missing columns, duplicate (model, task) rows, unknown tasks.
+    metrics are ignored; an optional ``modality`` column gives each row's task modality).
+    ``models``: the extract stage's models table (cost columns; ``modality``; may carry ``tags``)
+    or None. ``history``: earlier runs, newest first (``PastRun`` or ``(RunRecord, scores)`` /
+    ``(RunRecord, scores, models)`` tuples). ``run``: the current run's record; by default the
+    scores' single ``run_id``. ``tasks``: restrict the leaderboard to these task names.
+    ``status``: the extract stage's status table (``runs/{run_id}/status.parquet``), so that a
+    pair that failed in the extract stage is listed once, as an extract failure with its
+    traceback (without it, the models table tells load failures apart).
+    Raises ``ValueError`` for missing columns, duplicate (model, task) rows, unknown tasks, an
+    ok score pairing a model and a task of different modalities.
     """
     clean = _clean_scores(scores, metric, "scores table")
     if tasks is not None:
@@ -622,20 +887,18 @@ def build_leaderboard(
     model_info = _model_table(models, clean)
     model_names = list(model_info.index)
     scored_tasks, unscored_tasks = _scored_tasks(clean)
+    modalities = _resolve_modalities(
+        clean, dict(model_info["modality"].items()), "scores and models tables"
+    )
+    model_info["modality"] = [modalities.of_model.get(model, "") for model in model_names]
+    blocks = modalities.blocks(model_names, scored_tasks)
 
-    # per_task: every (model, task) pair of the leaderboard's tasks, missing pairs included.
+    # per_task: every (model, task) pair of each model's leaderboard tasks, missing pairs too.
     matrix = _score_matrix(clean, model_names, scored_tasks)
-    per_task = _per_task_table(clean, matrix, _ranks_descending(matrix))
+    per_task = _per_task_table(clean, matrix, _ranks_descending(matrix), blocks, modalities.of_task)
 
-    # overall
-    stats = _overall_stats(matrix)
-    overall = model_info.join(stats)
-    overall["num_tasks"] = len(scored_tasks)
-    covered = matrix.notna().to_numpy()
-    overall["missing_tasks"] = [
-        ", ".join(task for task, flag in zip(scored_tasks, row, strict=True) if not flag)
-        for row in covered
-    ]
+    # overall: ranked within each modality
+    overall = model_info.join(_grouped_stats(matrix, blocks))
 
     # history
     history_runs = [_as_past_run(entry) for entry in (history or ())]
@@ -646,16 +909,29 @@ def build_leaderboard(
     overall["change"] = ""
     tasks_added: tuple[str, ...] = ()
     tasks_removed: tuple[str, ...] = ()
+    previous_modalities: tuple[str, ...] = ()
+    task_set_changed: tuple[str, ...] = ()
     if previous is not None:
-        previous_stats, previous_tasks = _previous_ranks(previous, metric)
+        previous_stats, previous_tasks, previous_modality = _previous_ranks(
+            previous, metric, modalities
+        )
+        previous_modalities = previous_modality.known
         tasks_added = tuple(t for t in scored_tasks if t not in previous_tasks)
         tasks_removed = tuple(t for t in previous_tasks if t not in scored_tasks)
+        now_groups = _group_tasks(scored_tasks, modalities)
+        then_groups = _group_tasks(previous_tasks, previous_modality)
+        task_set_changed = tuple(
+            modality
+            for modality, group in now_groups.items()
+            if modality in then_groups and set(group) != set(then_groups[modality])
+        )
         kept = overall.index.isin(previous_stats.index)
         overall["previous_rank"] = previous_stats["overall_rank"].reindex(overall.index)
         overall["change"] = np.where(kept, "kept", "new")
         change_rows = [
             {
                 "model": model,
+                "modality": overall.at[model, "modality"],
                 "change": overall.at[model, "change"],
                 "previous_rank": overall.at[model, "previous_rank"],
                 "overall_rank": overall.at[model, "overall_rank"],
@@ -669,6 +945,7 @@ def build_leaderboard(
         change_rows += [
             {
                 "model": model,
+                "modality": previous_stats.at[model, "modality"],
                 "change": "dropped",
                 "previous_rank": previous_stats.at[model, "overall_rank"],
                 "overall_rank": np.nan,
@@ -684,40 +961,7 @@ def build_leaderboard(
     overall["rank_delta"] = overall["previous_rank"] - overall["overall_rank"]
     overall = overall.reset_index().rename(columns={"index": "model"})
     overall["complete"] = overall["complete"].astype(bool)
-    overall = _sort_overall(overall)[list(OVERALL_COLUMNS)]
-
-    # failures: failed reduce pairs, then models that failed to extract.
-    failed_pairs = clean[clean["state"] != OK_STATE]
-    failures = pd.DataFrame(
-        {
-            "stage": "reduce",
-            "model": failed_pairs["model"],
-            "model_key": failed_pairs["model_key"],
-            "task": failed_pairs["task"],
-            "task_key": failed_pairs["task_key"],
-            "error": failed_pairs["error"],
-        },
-        columns=list(FAILURES_COLUMNS),
-    )
-    failed_models = model_info[~model_info["state"].isin(["", OK_STATE])]
-    if not failed_models.empty:
-        failures = pd.concat(
-            [
-                failures,
-                pd.DataFrame(
-                    {
-                        "stage": "extract",
-                        "model": failed_models.index.to_list(),
-                        "model_key": failed_models["model_key"].to_list(),
-                        "task": "",
-                        "task_key": "",
-                        "error": failed_models["error"].to_list(),
-                    }
-                ),
-            ],
-            ignore_index=True,
-        )
-    failures = failures.astype(object).reset_index(drop=True)
+    overall = _sort_overall(overall, modalities.known)[list(OVERALL_COLUMNS)]
 
     run_rows = ([{**run_record.to_dict(), "current": True}] if run_record is not None else []) + [
         {**past.record.to_dict(), "current": False} for past in history_runs
@@ -732,14 +976,131 @@ def build_leaderboard(
         overall=overall,
         pareto=_pareto_table(overall),
         changes=changes,
-        failures=failures,
+        failures=_failures_table(clean, model_info, status, tasks),
         runs=runs,
         run=run_record,
         previous_run=previous.record if previous is not None else None,
         unscored_tasks=tuple(unscored_tasks),
         tasks_added=tasks_added,
         tasks_removed=tasks_removed,
+        modalities=modalities.known,
+        task_modalities=tuple(modalities.of_task.get(task, "") for task in scored_tasks),
+        previous_modalities=previous_modalities,
+        task_set_changed_modalities=task_set_changed,
     )
+
+
+def _failures_table(
+    clean: pd.DataFrame,
+    model_info: pd.DataFrame,
+    status: pd.DataFrame | None,
+    tasks: Sequence[str] | None,
+) -> pd.DataFrame:
+    """Each failure once: the reduce stage's failed rows that did not fail in the extract stage,
+    then the extract stage's failures.
+
+    The reduce stage repeats each extract failure as a failed score row with the same error; the
+    extract stage's row wins (it has the traceback). With ``status`` (the extract status table),
+    its failed pairs are the extract failures; a model whose every failed pair failed with the
+    error the models table gives it (it failed to load) is one row with an empty task. Without
+    ``status``, a model the models table marks failed is one row, and a score row repeating the
+    error the models table gives its model is an extract failure.
+    """
+    failed_models = model_info[~model_info["state"].isin(MODEL_NOT_FAILED_STATES)]
+    model_error = {
+        model: error for model, error in model_info["error"].items() if error
+    }  # the first failed pair's error, also for a model that loaded
+    extract_rows: list[dict[str, str]] = []
+    covered: set[tuple[str, str]] = set()  # (model, task) failed in the extract stage
+    model_rows_done: set[str] = set()
+    if status is not None:
+        _require_columns(status, STATUS_REQUIRED_COLUMNS, "status table")
+        failed = status[status["state"].map(_text) == FAILED_STATE]
+        if tasks is not None:
+            failed = failed[failed["task"].map(_text).isin(list(tasks))]
+        failed = pd.DataFrame(
+            {
+                "model": failed["model"].map(_text),
+                "model_key": _column(failed, "model_key").map(_text),
+                "task": failed["task"].map(_text),
+                "task_key": _column(failed, "task_key").map(_text),
+                "error": failed["error"].map(_text),
+                "traceback": _column(failed, "traceback").map(_text),
+            }
+        ).drop_duplicates(["model", "task"])
+        for model, pairs in failed.groupby("model", sort=False):
+            covered |= {(model, task) for task in pairs["task"]}
+            load_error = model_error.get(model, "") if model in failed_models.index else ""
+            if load_error and (pairs["error"] == load_error).all():
+                first = pairs.iloc[0]
+                extract_rows.append(
+                    {
+                        "stage": "extract",
+                        "model": model,
+                        "model_key": model_info.at[model, "model_key"] or first["model_key"],
+                        "task": "",
+                        "task_key": "",
+                        "error": load_error,
+                        "traceback": first["traceback"],
+                    }
+                )
+                model_rows_done.add(model)
+                continue
+            extract_rows += [{"stage": "extract", **row} for row in pairs.to_dict("records")]
+            if model in failed_models.index and load_error in set(pairs["error"]):
+                model_rows_done.add(model)
+    for model in failed_models.index:
+        if model not in model_rows_done:
+            extract_rows.append(
+                {
+                    "stage": "extract",
+                    "model": model,
+                    "model_key": model_info.at[model, "model_key"],
+                    "task": "",
+                    "task_key": "",
+                    "error": model_info.at[model, "error"],
+                    "traceback": "",
+                }
+            )
+    failed_pairs = clean[clean["state"] != OK_STATE]
+    repeated = np.array(
+        [
+            (model, task) in covered
+            or (status is None and error != "" and model_error.get(model) == error)
+            for model, task, error in zip(
+                failed_pairs["model"], failed_pairs["task"], failed_pairs["error"], strict=True
+            )
+        ],
+        dtype=bool,
+    )
+    # Without the status table, a repeated pair of a model that loaded is still an extract
+    # failure of that task: keep it, with its stage.
+    relabelled = failed_pairs[repeated & ~failed_pairs["model"].isin(failed_models.index)]
+    reduce_pairs = failed_pairs[~repeated]
+    frames = [
+        pd.DataFrame(
+            {
+                "stage": "reduce",
+                "model": reduce_pairs["model"],
+                "model_key": reduce_pairs["model_key"],
+                "task": reduce_pairs["task"],
+                "task_key": reduce_pairs["task_key"],
+                "error": reduce_pairs["error"],
+                "traceback": "",
+            },
+            columns=list(FAILURES_COLUMNS),
+        )
+    ]
+    if status is None and not relabelled.empty:
+        frames.append(
+            relabelled[["model", "model_key", "task", "task_key", "error"]].assign(
+                stage="extract", traceback=""
+            )
+        )
+    if extract_rows:
+        frames.append(pd.DataFrame(extract_rows))
+    failures = pd.concat(frames, ignore_index=True)[list(FAILURES_COLUMNS)]
+    return failures.astype(object).reset_index(drop=True)
 
 
 _FLOAT_COLUMNS = frozenset(
@@ -769,18 +1130,27 @@ def _typed_frame(rows: pd.DataFrame | list, columns: Sequence[str]) -> pd.DataFr
     return frame
 
 
-def _sort_overall(overall: pd.DataFrame) -> pd.DataFrame:
-    """Complete models by overall rank, then incomplete ones by coverage and comparable rank."""
+def _sort_overall(overall: pd.DataFrame, modalities: Sequence[str] = ()) -> pd.DataFrame:
+    """Complete models by overall rank, then incomplete ones by coverage and comparable rank;
+    with several ``modalities``, one modality after the other (in that order, unknown last)."""
+    group = (
+        overall["modality"].map({m: i for i, m in enumerate(modalities)}).fillna(len(modalities))
+        if len(modalities) > 1
+        else 0
+    )
     ordered = overall.assign(
+        _group=group,
         _incomplete=~overall["complete"].astype(bool),
         _covered=-overall["tasks_covered"],
         _score=-overall["mean_normalised_score"],
     ).sort_values(
-        ["_incomplete", "overall_rank", "_covered", "comparable_rank", "_score", "model"],
+        ["_group", "_incomplete", "overall_rank", "_covered", "comparable_rank", "_score", "model"],
         na_position="last",
         kind="stable",
     )
-    return ordered.drop(columns=["_incomplete", "_covered", "_score"]).reset_index(drop=True)
+    return ordered.drop(columns=["_group", "_incomplete", "_covered", "_score"]).reset_index(
+        drop=True
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -938,3 +938,366 @@ def test_single_modality_runs_rank_and_render_exactly_as_before(where):
         if where != "none":
             case = with_modality(case, where)
         assert_same_as_golden(render_case(case), golden[name], name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Two modalities: image models on image tasks, text models on text tasks
+# ---------------------------------------------------------------------------------------------
+
+LOAD_ERROR = "model failed to load: UnknownModelError: timm has no model 'nope'"
+LOAD_TRACEBACK = "Traceback (most recent call last):\n  ...\nUnknownModelError: nope\n"
+NAN_ERROR = "model I4 produced non-finite features (NaN/Inf) on 3 of 100 rows of task F, shard 0"
+NAN_TRACEBACK = "Traceback (most recent call last):\n  ...\nFeatureError: NaN\n"
+
+# Image tasks P, F; text tasks S, N. U failed to load (modality unknown): every pair failed.
+#        P     F        S     N
+#   I1   3     1
+#   I2   2     2
+#   I3   2     3
+#   I4   5     NaN (extract failure)
+#   X1               0.5   0.2
+#   X2               0.5   0.9
+#   X3               0.1   scoring failed (reduce failure)
+TWO_MODALITY_SCORES = {
+    ("I1", "P"): 3,
+    ("I1", "F"): 1,
+    ("I2", "P"): 2,
+    ("I2", "F"): 2,
+    ("I3", "P"): 2,
+    ("I3", "F"): 3,
+    ("I4", "P"): 5,
+    ("I4", "F"): NAN_ERROR,
+    ("X1", "S"): 0.5,
+    ("X1", "N"): 0.2,
+    ("X2", "S"): 0.5,
+    ("X2", "N"): 0.9,
+    ("X3", "S"): 0.1,
+    ("X3", "N"): "scoring failed: LinAlgError: SVD did not converge",
+    ("U", "P"): LOAD_ERROR,
+    ("U", "F"): LOAD_ERROR,
+    ("U", "S"): LOAD_ERROR,
+    ("U", "N"): LOAD_ERROR,
+}
+TWO_MODALITY_MODELS = ["I1", "I2", "I3", "I4", "X1", "X2", "X3", "U"]
+TASK_MODALITY = {"P": "image", "F": "image", "S": "text", "N": "text"}
+
+
+def two_modality_models() -> pd.DataFrame:
+    """The models table as the extract stage writes it: U has no modality, the error of the
+    first failed pair is repeated on the model's row."""
+    models = models_table(
+        TWO_MODALITY_MODELS,
+        modality=["image"] * 4 + ["text"] * 3 + [None],
+        num_params=[10e6, 5e6, 20e6, 1e6, 30e6, 100e6, 1e6, np.nan],
+        feature_dim=[512, 512, 512, 512, 384, 384, 384, np.nan],
+        throughput=[100.0, 200.0, 50.0, 300.0, 80.0, 40.0, 90.0, np.nan],
+    )
+    models.loc[models["model"] == "I4", "error"] = NAN_ERROR
+    models.loc[models["model"] == "U", ["state", "error"]] = ["failed", LOAD_ERROR]
+    return models
+
+
+def two_modality_status() -> pd.DataFrame:
+    """The extract status table: every (model, task) pair, cross-modality pairs skipped."""
+    rows = []
+    for model in TWO_MODALITY_MODELS:
+        for task, task_modality in TASK_MODALITY.items():
+            state, error, tb = "ok", None, None
+            if model == "U":
+                state, error, tb = "failed", LOAD_ERROR, LOAD_TRACEBACK
+            elif (model[0] == "I") != (task_modality == "image"):
+                state, error = "skipped", f"model {model!r} embeds other inputs than {task!r}"
+            elif (model, task) == ("I4", "F"):
+                state, error, tb = "failed", NAN_ERROR, NAN_TRACEBACK
+            rows.append(
+                {
+                    "run_id": "run-1",
+                    "model": model,
+                    "model_key": f"{model}-key",
+                    "task": task,
+                    "task_key": f"{task}-key",
+                    "state": state,
+                    "error": error,
+                    "traceback": tb,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_two_modalities_rank_each_model_among_its_own_modality():
+    lb = build_leaderboard(
+        scores_table(TWO_MODALITY_SCORES), two_modality_models(), status=two_modality_status()
+    )
+    assert lb.modalities == ("image", "text") and lb.multimodal
+    assert lb.tasks == ("P", "F", "S", "N")
+    assert lb.task_modalities == ("image", "image", "text", "text")
+    assert lb.tasks_of("image") == ("P", "F") and lb.tasks_of("") == lb.tasks
+
+    overall = overall_by_model(lb)
+    # Image, complete I1, I2, I3. Ranks among them: P: I1=1, I2=I3=2.5; F: I3=1, I2=2, I1=3.
+    # Means: I1=2, I2=2.25, I3=1.75 -> I3=1, I1=2, I2=3. Normalised: P (2..3) I1=1, I2=I3=0;
+    # F (1..3) I1=0, I2=0.5, I3=1 -> I1=0.5, I2=0.25, I3=0.5.
+    expected = {
+        "I3": (1, 1.75, 0.5),
+        "I1": (2, 2.0, 0.5),
+        "I2": (3, 2.25, 0.25),
+        # Text, complete X1, X2: S ties (1.5 each); N: X2=1, X1=2. Means X1=1.75, X2=1.25.
+        # Normalised: S equal -> 1 each; N (0.2..0.9): X1=0, X2=1 -> X1=0.5, X2=1.
+        "X2": (1, 1.25, 1.0),
+        "X1": (2, 1.75, 0.5),
+    }
+    for model, (rank, mean_rank, normalised) in expected.items():
+        row = overall.loc[model]
+        assert row["complete"] and row["overall_rank"] == rank, model
+        assert row["mean_rank"] == pytest.approx(mean_rank), model
+        assert row["mean_normalised_score"] == pytest.approx(normalised), model
+        assert row["comparable_rank"] == rank and row["num_tasks"] == 2, model
+        assert row["missing_tasks"] == "", model
+    assert overall.loc[["I1", "I2", "I3"], "num_comparable"].eq(3).all()
+    assert overall.loc[["X1", "X2"], "num_comparable"].eq(2).all()
+    # I4 scored P only: among I1..I4 on P it is first (normalised (5-2)/(5-2) = 1).
+    assert not overall.at["I4", "complete"] and math.isnan(overall.at["I4", "overall_rank"])
+    assert (overall.at["I4", "comparable_rank"], overall.at["I4", "num_comparable"]) == (1, 4)
+    assert overall.at["I4", "mean_normalised_score"] == pytest.approx(1.0)
+    assert overall.at["I4", "missing_tasks"] == "F"
+    # X3 scored S only: X1 = X2 = 1.5, X3 = 3 of 3; normalised (0.1 - 0.1) / 0.4 = 0.
+    assert (overall.at["X3", "comparable_rank"], overall.at["X3", "num_comparable"]) == (3, 3)
+    assert overall.at["X3", "mean_normalised_score"] == 0
+    assert overall.at["X3", "missing_tasks"] == "N"
+    # U failed to load: unknown modality, every task, no rank.
+    assert overall.at["U", "modality"] == "" and overall.at["U", "num_tasks"] == 4
+    assert overall.at["U", "tasks_covered"] == 0 and math.isnan(overall.at["U", "comparable_rank"])
+    assert overall["modality"].to_dict() == {
+        **dict.fromkeys(["I1", "I2", "I3", "I4"], "image"),
+        **dict.fromkeys(["X1", "X2", "X3"], "text"),
+        "U": "",
+    }
+    # One modality after the other, unknown last.
+    assert list(lb.overall["model"]) == ["I3", "I1", "I2", "I4", "X2", "X1", "X3", "U"]
+
+    # per_task: only a model's own tasks (no image model is "missing" a text task).
+    per_task = lb.per_task.set_index(["model", "task"])
+    assert len(per_task) == 4 * 2 + 3 * 2 + 4
+    assert not any(
+        model[0] == "I" and TASK_MODALITY[task] == "text" for model, task in per_task.index
+    )
+    assert (per_task["state"] != "missing").all()
+    assert per_task.xs("U", level="model")["state"].eq("failed").all()
+    # Per-task ranks among every ok score: P: I4=1, I1=2, I2=I3=3.5; N: X2=1, X1=2.
+    ranks = per_task["rank"].dropna().to_dict()
+    assert ranks[("I4", "P")] == 1 and ranks[("I1", "P")] == 2 and ranks[("I2", "P")] == 3.5
+    assert ranks[("X2", "N")] == 1 and ranks[("X1", "N")] == 2
+    assert per_task.xs("P", level="task")["num_ranked"].eq(4).all()
+    assert per_task.xs("N", level="task")["num_ranked"].eq(2).all()
+    assert dict(zip(lb.per_task["task"], lb.per_task["modality"], strict=True)) == TASK_MODALITY
+
+    # Pareto fronts within each modality. Parameters: I2 (5M, 0.25) and I1 (10M, 0.5) are on it,
+    # I3 (20M, 0.5) is dominated by I1. X1 (30M, 0.5) is on the text front, though I1 (10M, 0.5)
+    # would dominate it if the modalities were mixed.
+    pareto = lb.pareto.set_index("model")
+    assert set(pareto.index) == {"I1", "I2", "I3", "X1", "X2"}
+    assert pareto["on_front_num_params"].to_dict() == {
+        "I1": True,
+        "I2": True,
+        "I3": False,
+        "X1": True,
+        "X2": True,
+    }
+    assert pareto["modality"].to_dict() == overall.loc[pareto.index, "modality"].to_dict()
+
+
+def test_two_modalities_match_each_modality_ranked_alone():
+    """Each modality's rows equal the leaderboard of that modality's models and tasks alone."""
+    scores = scores_table(TWO_MODALITY_SCORES)
+    models = two_modality_models()
+    lb = build_leaderboard(scores, models)
+    for modality, names in (("image", ["I1", "I2", "I3", "I4"]), ("text", ["X1", "X2", "X3"])):
+        alone = build_leaderboard(
+            scores[scores["model"].isin(names)], models[models["model"].isin(names)]
+        )
+        assert alone.modalities == (modality,)
+        columns = [c for c in lb.overall.columns if c not in ("previous_rank", "rank_delta")]
+        pd.testing.assert_frame_equal(
+            lb.overall[lb.overall["modality"] == modality][columns].reset_index(drop=True),
+            alone.overall[columns],
+        )
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_two_modality_runs_match_the_brute_force_within_each_modality(seed):
+    rng = np.random.default_rng(500 + seed)
+    groups = {
+        "image": ([f"i{k}" for k in range(int(rng.integers(2, 7)))], ["p", "f", "c"]),
+        "text": ([f"x{k}" for k in range(int(rng.integers(2, 7)))], ["s", "n"]),
+    }
+    entries: dict[tuple[str, str], object] = {}
+    for model, task in [(m, t) for names, tasks in groups.values() for m in names for t in tasks]:
+        draw = rng.random()
+        if draw < 0.1:
+            continue
+        entries[(model, task)] = "failed: x" if draw < 0.2 else float(rng.integers(0, 4))
+    names = [m for names, _ in groups.values() for m in names]
+    modality = ["image" if m.startswith("i") else "text" for m in names]
+    lb = build_leaderboard(scores_table(entries), models_table(names, modality=modality))
+    ok = {pair: v for pair, v in entries.items() if not isinstance(v, str)}
+    overall = overall_by_model(lb)
+    for group, (group_models, group_tasks) in groups.items():
+        scored = [t for t in group_tasks if any((m, t) in ok for m in group_models)]
+        expected = brute_force_overall(ok, group_models, scored)
+        for model, (complete, mean_rank, normalised, position, comparable) in expected.items():
+            row = overall.loc[model]
+            assert row["modality"] == group and row["num_tasks"] == len(scored), model
+            assert bool(row["complete"]) == complete, model
+            if mean_rank is None:
+                assert math.isnan(row["comparable_rank"]), model
+                continue
+            assert row["mean_rank"] == pytest.approx(mean_rank), model
+            assert row["mean_normalised_score"] == pytest.approx(normalised), model
+            assert (row["comparable_rank"], row["num_comparable"]) == (position, comparable)
+            assert row["overall_rank"] == position if complete else math.isnan(row["overall_rank"])
+
+
+def test_each_failure_is_listed_once_preferring_the_extract_stage():
+    scores, models = scores_table(TWO_MODALITY_SCORES), two_modality_models()
+    expected_reduce = ["reduce", "X3", "N", "scoring failed: LinAlgError: SVD did not converge"]
+    # With the status table: the extract rows, tracebacks included; U once, without a task;
+    # skipped (cross-modality) pairs are not failures.
+    lb = build_leaderboard(scores, models, status=two_modality_status())
+    rows = lb.failures[["stage", "model", "task", "error", "traceback"]].values.tolist()
+    assert rows == [
+        [*expected_reduce, ""],
+        ["extract", "I4", "F", NAN_ERROR, NAN_TRACEBACK],
+        ["extract", "U", "", LOAD_ERROR, LOAD_TRACEBACK],
+    ]
+    assert lb.failures.at[2, "model_key"] == "U-key"
+    # Without it, the models table still tells them apart (no tracebacks).
+    lb = build_leaderboard(scores, models)
+    rows = lb.failures[["stage", "model", "task", "error", "traceback"]].values.tolist()
+    assert rows == [
+        [*expected_reduce, ""],
+        ["extract", "I4", "F", NAN_ERROR, ""],
+        ["extract", "U", "", LOAD_ERROR, ""],
+    ]
+    # A model whose pairs failed with different errors keeps one row per pair.
+    status = two_modality_status()
+    other = (status["model"] == "U") & (status["task"] == "N")
+    status.loc[other, "error"] = "TaskError: other error"
+    scores.loc[(scores["model"] == "U") & (scores["task"] == "N"), "error"] = (
+        "TaskError: other error"
+    )
+    lb = build_leaderboard(scores, models, status=status)
+    u_rows = lb.failures[lb.failures["model"] == "U"][["stage", "task", "error"]]
+    assert u_rows.values.tolist() == [
+        ["extract", "P", LOAD_ERROR],
+        ["extract", "F", LOAD_ERROR],
+        ["extract", "S", LOAD_ERROR],
+        ["extract", "N", "TaskError: other error"],
+    ]
+    # A model skipped for having no task of its modality is not a failure.
+    skipped = models.copy()
+    skipped.loc[len(skipped)] = {
+        "model": "A1",
+        "model_key": "A1-key",
+        "hub": "hf",
+        "state": "skipped",
+        "error": "no task of this model's modality",
+        "modality": "audio",
+    }
+    assert "A1" not in set(build_leaderboard(scores, skipped).failures["model"])
+
+
+def test_history_across_runs_with_different_modalities():
+    current = scores_table(TWO_MODALITY_SCORES, run_id="run-2")
+    models = two_modality_models()
+    # Previous run: image models only, recorded before modalities were (no modality anywhere).
+    # Ranks: I2 (3, 3) = 1, I3 (2, 2) = 2, I1 (1, 1) = 3.
+    image_only = scores_table(
+        {("I1", "P"): 1, ("I1", "F"): 1, ("I2", "P"): 3, ("I2", "F"): 3, ("I3", "P"): 2}
+        | {("I3", "F"): 2},
+        run_id="run-1",
+    )
+    lb = build_leaderboard(
+        current, models, [PastRun(RunRecord("run-1"), image_only)], run=RunRecord("run-2")
+    )
+    assert lb.previous_modalities == ("image",)  # from the current run's models of those names
+    assert lb.tasks_added == ("S", "N") and lb.tasks_removed == ()
+    assert lb.task_set_changed_modalities == ()  # the image tasks are the same
+    changes = lb.changes.set_index("model")
+    # Now I3 = 1, I1 = 2, I2 = 3.
+    assert changes.loc[["I3", "I1", "I2"], "previous_rank"].tolist() == [2, 3, 1]
+    assert changes.loc[["I3", "I1", "I2"], "rank_delta"].tolist() == [1, 1, -2]
+    assert set(changes.index[changes["change"] == "new"]) == {"I4", "X1", "X2", "X3", "U"}
+    assert changes.at["X2", "modality"] == "text"
+
+    # Previous run: both modalities, with its models table; the current run has images only.
+    previous_models = models[models["model"] != "I4"]
+    previous = PastRun(
+        RunRecord("run-1"),
+        scores_table(
+            {k: v for k, v in TWO_MODALITY_SCORES.items() if k[0] != "I4"}, run_id="run-1"
+        ),
+        previous_models,
+    )
+    images = ["I1", "I2", "I3", "I4"]
+    image_scores = current[current["model"].isin(images)]
+    lb = build_leaderboard(
+        image_scores, models[models["model"].isin(images)], [previous], run=RunRecord("run-2")
+    )
+    assert lb.modalities == ("image",) and lb.previous_modalities == ("image", "text")
+    assert lb.tasks_removed == ("S", "N") and lb.task_set_changed_modalities == ()
+    changes = lb.changes.set_index("model")
+    assert changes.loc[["I3", "I1", "I2"], "rank_delta"].tolist() == [0, 0, 0]
+    dropped = changes[changes["change"] == "dropped"]
+    assert dropped["modality"].to_dict() == {"X1": "text", "X2": "text", "X3": "text", "U": ""}
+    assert dropped["previous_rank"].to_dict() == pytest.approx(
+        {"X1": 2, "X2": 1, "X3": np.nan, "U": np.nan}, nan_ok=True
+    )
+
+    # Previous run: the image task F was not there. Image ranks then compared other tasks.
+    without_f = scores_table(
+        {k: v for k, v in TWO_MODALITY_SCORES.items() if k[1] != "F"}, run_id="run-1"
+    )
+    lb = build_leaderboard(
+        current, models, [PastRun(RunRecord("run-1"), without_f)], run=RunRecord("run-2")
+    )
+    assert lb.tasks_added == ("F",) and lb.task_set_changed_modalities == ("image",)
+    assert lb.previous_modalities == ("image", "text")
+    # (a tuple (record, scores, models) is a past run too)
+    again = build_leaderboard(
+        current, models, [(RunRecord("run-1"), without_f, models)], run=RunRecord("run-2")
+    )
+    pd.testing.assert_frame_equal(again.changes, lb.changes)
+
+
+def test_modality_conflicts_and_undeclared_models():
+    scores = scores_table(TWO_MODALITY_SCORES)
+    models = two_modality_models()
+    # An ok score pairing a text model with an image task cannot be ranked.
+    crossed = pd.concat([scores, scores_table({("X1", "P"): 1.0})], ignore_index=True)
+    with pytest.raises(ValueError, match=r"ok score on task 'P'.*modality"):
+        build_leaderboard(crossed, models)
+    with pytest.raises(ValueError, match=r"task 'P' carry modalities"):
+        row_modality = scores["model"].map({"I1": "text", "I2": "image"})
+        build_leaderboard(scores.assign(modality=row_modality), None)
+    # Without a models table, the scores rows' modality column places every model.
+    tagged = scores.assign(modality=scores["task"].map(TASK_MODALITY))
+    lb = build_leaderboard(tagged, None)
+    assert lb.modalities == ("image", "text")
+    assert overall_by_model(lb).loc[["I3", "X2", "U"], "modality"].tolist() == ["image", "text", ""]
+    full = build_leaderboard(scores, models)
+    for column in ("overall_rank", "comparable_rank", "mean_normalised_score"):
+        assert overall_by_model(lb)[column].equals(
+            overall_by_model(full)[column].loc[lb.overall["model"]]
+        )
+    # A model missing from the models table takes the modality of the tasks it scored.
+    lb = build_leaderboard(scores, models[models["model"] != "X1"])
+    assert overall_by_model(lb).at["X1", "modality"] == "text"
+    assert overall_by_model(lb).at["X1", "overall_rank"] == 2
+    # A model whose modality has no task (all its pairs skipped) is listed without tasks.
+    audio = models.copy()
+    audio.loc[len(audio)] = {"model": "A1", "hub": "hf", "state": "skipped", "modality": "audio"}
+    lb = build_leaderboard(scores, audio)
+    assert lb.modalities == ("image", "text", "audio")
+    row = overall_by_model(lb).loc["A1"]
+    assert row["num_tasks"] == 0 and not row["complete"] and math.isnan(row["comparable_rank"])
+    assert "A1" not in set(lb.per_task["model"]) and "A1" not in set(lb.failures["model"])
