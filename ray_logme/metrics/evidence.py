@@ -405,11 +405,16 @@ def _refine(lower, upper, lower_g, upper_g, target, log_sigma, weights, residual
         with np.errstate(divide="ignore", invalid="ignore"):
             newton = ti - slope / curvature
         lo, hi = lower[idx], upper[idx]
+        tol = T_TOL * (1.0 + np.abs(ti))
+        # A Newton step below tolerance means converged, even if rounding puts it a hair outside
+        # the bracket (bisecting a bracket whose other end is a far grid point would be slow).
+        converged = (slope == 0) | ((curvature < 0) & (np.abs(newton - ti) <= tol))
         safe = (curvature < 0) & (newton > lo) & (newton < hi) & np.isfinite(newton)
         t_new = np.where(safe, newton, 0.5 * (lo + hi))
-        tol = T_TOL * (1.0 + np.abs(ti))
-        done = (np.abs(t_new - ti) <= tol) | (hi - lo <= tol) | (slope == 0)
-        t[idx] = np.where(slope == 0, ti, t_new)
+        t_new = np.where(converged, np.clip(newton, lo, hi), t_new)
+        t_new = np.where(slope == 0, ti, t_new)
+        done = converged | (np.abs(t_new - ti) <= tol) | (hi - lo <= tol)
+        t[idx] = t_new
         active[idx[done]] = False
     if active.any():
         logger.warning(
