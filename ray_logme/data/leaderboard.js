@@ -87,14 +87,17 @@
     });
   });
 
+  // One overall table, or one per modality (#overall-table-image, #overall-table-text, ...).
   var search = document.getElementById("model-search");
-  var overall = document.getElementById("overall-table");
-  if (search && overall) {
+  var overallTables = document.querySelectorAll('table[id^="overall-table"]');
+  if (search && overallTables.length) {
     search.addEventListener("input", function () {
       var needle = search.value.trim().toLowerCase();
-      Array.prototype.forEach.call(overall.tBodies[0].rows, function (row) {
-        var haystack = row.cells[2] ? row.cells[2].textContent.toLowerCase() : "";
-        row.hidden = needle !== "" && haystack.indexOf(needle) === -1;
+      Array.prototype.forEach.call(overallTables, function (table) {
+        Array.prototype.forEach.call(table.tBodies[0].rows, function (row) {
+          var haystack = row.cells[2] ? row.cells[2].textContent.toLowerCase() : "";
+          row.hidden = needle !== "" && haystack.indexOf(needle) === -1;
+        });
       });
     });
   }
