@@ -392,7 +392,15 @@ def _clean_scores(scores: pd.DataFrame, metric: str, what: str) -> pd.DataFrame:
 
 
 def _tags_text(value: Any) -> str:
-    """Tags as one ``", "``-joined string (from a list, array, tuple or a comma-separated str)."""
+    """Tags as one ``", "``-joined string (from a list, array, tuple, a comma-separated str, or
+    the extract stage's JSON object ``{"family": "resnet"}``, which becomes ``family=resnet``)."""
+    if isinstance(value, str) and value.strip().startswith("{"):
+        try:
+            mapping = json.loads(value)
+        except ValueError:
+            mapping = None
+        if isinstance(mapping, dict):
+            value = [f"{key}={_text(item)}" for key, item in mapping.items()]
     if isinstance(value, str):
         parts = value.split(",")
     elif isinstance(value, (list, tuple, np.ndarray)):

@@ -1481,3 +1481,46 @@ def test_two_modality_page_in_headless_chromium(tmp_path: Path):
         page.settle()
         assert page.report.errors() == []
         assert page.report.requests == [page_path.as_uri()]
+
+
+def test_filter_and_wide_tables_by_modality():
+    lb = build_leaderboard(scores_table(TWO_MODALITY_SCORES), two_modality_models())
+    text = filter_models(lb, modality="Text")
+    assert text.filters == ("modality == text",)
+    assert list(text.overall["model"]) == ["X2", "X1", "X3"]
+    assert set(text.per_task["task"]) == {"S", "N"} and set(text.pareto["model"]) == {"X1", "X2"}
+    markdown = to_markdown(text)
+    assert re.findall(r"^### (.*)$", markdown, re.M) == [
+        "Text models (3 models; 2 tasks: S, N)",
+        "Text models",
+        "Text models",
+    ]
+    assert 'id="overall-table-image"' not in to_html(text)
+    assert 'id="overall-table-text"' in to_html(text)
+    # A budget keeps each modality's ranks and recomputes each modality's fronts.
+    small = filter_models(lb, max_params="20M")
+    assert small.overall.set_index("model")["overall_rank"].dropna().to_dict() == {
+        "I3": 1,
+        "I1": 2,
+        "I2": 3,
+    }
+    assert filter_models(lb, modality="").overall["model"].tolist() == ["U"]
+    wide = per_task_wide(lb, "rank", modality="image")
+    assert list(wide.index) == ["I3", "I1", "I2", "I4"] and list(wide.columns) == ["P", "F"]
+    assert wide.at["I4", "P"] == 1 and math.isnan(wide.at["I4", "F"])
+    assert per_task_wide(lb).shape == (8, 4)
+    assert math.isnan(per_task_wide(lb).at["I1", "S"])
+
+
+def test_tags_as_the_extract_stage_writes_them():
+    """The models table carries tags as a JSON object string (``ModelRecord.tags``)."""
+    models = models_table(
+        "AB", tags=['{"family": "resnet", "note": "random-init"}', '{"family": "vit"}']
+    )
+    lb = build_leaderboard(scores_table({("A", "T1"): 1.0, ("B", "T1"): 2.0}), models)
+    assert overall_by_model(lb)["tags"].to_dict() == {
+        "A": "family=resnet, note=random-init",
+        "B": "family=vit",
+    }
+    assert list(filter_models(lb, tags=["family=resnet"]).overall["model"]) == ["A"]
+    assert '<span class="tag">family=vit</span>' in to_html(lb)
