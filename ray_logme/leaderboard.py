@@ -1664,6 +1664,8 @@ def leaderboard_data(leaderboard: Leaderboard) -> dict[str, Any]:
         "run": leaderboard.run.to_dict() if leaderboard.run else None,
         "previous_run": leaderboard.previous_run.to_dict() if leaderboard.previous_run else None,
         "tasks": list(leaderboard.tasks),
+        "modalities": list(leaderboard.modalities),
+        "task_modalities": list(leaderboard.task_modalities),
         "unscored_tasks": list(leaderboard.unscored_tasks),
         "filters": list(leaderboard.filters),
         **{name: _json_records(table) for name, table in leaderboard.tables().items()},

@@ -1407,6 +1407,9 @@ def test_two_modality_page_in_headless_chromium(tmp_path: Path):
         page.settle()
         assert page.evaluate("document.body.dataset.ready") == "true"
         assert page.evaluate("document.querySelectorAll('table.sortable').length") == 3
+        assert page.evaluate(
+            "JSON.parse(document.getElementById('leaderboard-data').textContent).modalities"
+        ) == ["image", "text"]
         for modality, table_id in tables.items():
             expected = lb.overall.loc[lb.overall["modality"] == modality, "model"].tolist()
             assert page.evaluate(rows_of(table_id)) == expected, modality
