@@ -179,8 +179,14 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         models["imagenet_top1"] = pd.Series([None] * len(models), dtype="float64")
     from ray_logme.leaderboard import RunRecord
 
+    status_rel = f"runs/{run_id}/status.parquet"
+    status = store.read_table(status_rel).to_pandas() if store.exists(status_rel) else None
     board = build_leaderboard(
-        scores, models, load_history(store, exclude=run_id), run=RunRecord.from_dict(record)
+        scores,
+        models,
+        load_history(store, exclude=run_id),
+        run=RunRecord.from_dict(record),
+        status=status,
     )
     if args.max_params or args.min_throughput or args.max_feature_dim:
         board = filter_models(

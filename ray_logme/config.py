@@ -154,11 +154,15 @@ class RunConfig(_Strict):
         return self
 
     def resolved_models(self) -> list[ModelSpec]:
-        """Explicit models, then the expanded ``model_search`` entries, without duplicates."""
-        seen: set[tuple[str, str]] = set()
+        """Explicit models, then the expanded ``model_search`` entries, without duplicates.
+
+        Two entries are duplicates when they would compute the same features (same spec apart
+        from ``tags``): the same architecture pretrained and random-init are two models.
+        """
+        seen: set[str] = set()
         result: list[ModelSpec] = []
         for spec in [*self.models, *(s for search in self.model_search for s in search.expand())]:
-            key = (spec.hub, spec.name)
+            key = spec.model_dump_json(exclude={"tags"})
             if key not in seen:
                 seen.add(key)
                 result.append(spec)

@@ -130,7 +130,11 @@ def refresh(
     models_df = _with_priors(extracted.models_table().to_pandas(), config, store)
     history = load_history(store, exclude=run_id, limit=config.outputs.history_runs)
     board = build_leaderboard(
-        scores.to_pandas(), models_df, history, run=RunRecord.from_dict(record)
+        scores.to_pandas(),
+        models_df,
+        history,
+        run=RunRecord.from_dict(record),
+        status=extracted.status_table().to_pandas(),
     )
     written = write_leaderboard(board, store, run_id)
 
@@ -233,10 +237,17 @@ def load_history(store: FeatureStore, exclude: str | None = None, limit: int = 3
     for record in list_runs(store):
         if record.get("run_id") == exclude:
             continue
-        relpath = f"runs/{record['run_id']}/scores.parquet"
-        if not store.exists(relpath):
+        run_dir = f"runs/{record['run_id']}"
+        if not store.exists(f"{run_dir}/scores.parquet"):
             continue
-        history.append(PastRun(RunRecord.from_dict(record), store.read_table(relpath).to_pandas()))
+        models_rel = f"{run_dir}/models.parquet"
+        history.append(
+            PastRun(
+                RunRecord.from_dict(record),
+                store.read_table(f"{run_dir}/scores.parquet").to_pandas(),
+                store.read_table(models_rel).to_pandas() if store.exists(models_rel) else None,
+            )
+        )
         if len(history) >= limit:
             break
     return history

@@ -183,3 +183,21 @@ def test_run_id_policy(tmp_path):
     assert new_run_id(config, now) == f"20261128T030005Z-{config.config_hash()[:8]}"
     fixed = RunConfig.from_yaml(write(tmp_path, GOOD + "run_id: nightly-42\n"))
     assert new_run_id(fixed, now) == "nightly-42"
+
+
+def test_duplicates_are_dropped_but_variants_kept(tmp_path):
+    path = write(
+        tmp_path,
+        """\
+        models:
+          - {hub: timm, name: resnet18, pretrained: false}
+          - {hub: timm, name: resnet18, pretrained: false, tags: {a: b}}
+          - {hub: timm, name: resnet18, pretrained: false, init_seed: 1}
+        model_search:
+          - {pattern: "resnet18", pretrained: false}
+        tasks:
+          - {name: digits, uri: "sklearn:digits"}
+        """,
+    )
+    models = RunConfig.from_yaml(path).resolved_models()
+    assert [(m.name, m.init_seed) for m in models] == [("resnet18", 0), ("resnet18", 1)]
