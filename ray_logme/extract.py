@@ -81,7 +81,7 @@ def model_key(spec: ModelSpec) -> str:
 def _weight_identity(spec: ModelSpec) -> str | None:
     if spec.checkpoint_path:
         return _file_sha256(spec.checkpoint_path)
-    local = Path(resolve_package_path(spec.name).removeprefix("local-dir:"))
+    local = Path(resolve_package_path(spec.name.removeprefix("local-dir:")))
     if local.is_dir():
         listing = sorted(
             (str(p.relative_to(local)), p.stat().st_size, int(p.stat().st_mtime))

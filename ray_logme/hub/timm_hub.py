@@ -1,5 +1,9 @@
 """timm adapter: any timm image model (registry name, ``hf-hub:`` repo, local dir, checkpoint file).
 
+Local dirs may be named by path, ``local-dir:<path>``, or ``pkg:<package>/<dir>`` (also
+``local-dir:pkg:<package>/<dir>``) for a folder shipped inside an installed Python package, such
+as the default zoo ``pkg:ray_logme/zoo/shapes``.
+
 The model is built headless (``num_classes=0``), so ``model(x)`` returns timm's own pooled
 pre-logits; the preprocessing is resolved from the model (``resolve_model_data_config`` +
 eval ``create_transform``). Weights always come from a local file: hub weights are fetched into
@@ -44,7 +48,7 @@ from ray_logme.hub.base import (
 )
 from ray_logme.hub.images import to_rgb_images
 from ray_logme.hub.metadata import ModelMetadata, fingerprint_of, to_json_able
-from ray_logme.hub.spec import ModelSpec
+from ray_logme.hub.spec import PACKAGE_PREFIX, ModelSpec, resolve_package_path
 
 logger = logging.getLogger(__name__)
 
@@ -78,9 +82,11 @@ class TimmSource:
 def resolve_source(spec: ModelSpec) -> TimmSource:
     """Classify ``spec.name`` and check it exists; raises ``UnknownModelError``/``CheckpointError``."""
     name = spec.name
-    if name.startswith(_LOCAL_PREFIX) or _looks_like_existing_dir(name):
-        folder = Path(os.path.expanduser(name.removeprefix(_LOCAL_PREFIX)))
-        return _local_dir_source(spec, folder)
+    if name.startswith((_LOCAL_PREFIX, PACKAGE_PREFIX)) or _looks_like_existing_dir(name):
+        # ``pkg:<package>/<dir>`` (optionally after ``local-dir:``): a folder an installed Python
+        # package ships, e.g. ``pkg:ray_logme/zoo/shapes``, the same on every machine.
+        folder = resolve_package_path(name.removeprefix(_LOCAL_PREFIX))
+        return _local_dir_source(spec, Path(os.path.expanduser(folder)))
     if name.startswith(_HUB_PREFIXES):
         repo = name.split(":", 1)[1]
         repo, _, name_revision = repo.partition("@")
