@@ -24,7 +24,8 @@ download:
    (above chance; 0 for random-init models), parameter count, and random rankings (the null
    distribution of the mean tau_w over the targets).
 
-Run (about 10-15 minutes on 2 CPU cores; ``--quick`` about 2-3 minutes)::
+Run (775 CPU-seconds, i.e. about 6.5 minutes on 2 idle cores; 18.5 minutes measured while other
+jobs shared the 2 cores; ``--quick``: 176 CPU-seconds)::
 
     .venv/bin/python benchmarks/bench_ranking.py [--quick] [--workers 2] [--output DIR]
 
@@ -134,7 +135,7 @@ class BenchConfig:
 
     @classmethod
     def tiny(cls) -> BenchConfig:
-        """The test miniature: one width, linear-probe ground truth only (~45 s, 1 process)."""
+        """The test miniature: one width, linear-probe ground truth only (~25 s, 1 process)."""
         return dataclasses.replace(
             cls.full(),
             widths=("w8",),
