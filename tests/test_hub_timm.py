@@ -403,6 +403,84 @@ def test_local_dir_written_by_save_for_hf(tmp_path, trained_mobilenet):
         load_extractor(ModelSpec(hub="timm", name=str(pickle_only)), device="cpu")
 
 
+def test_pkg_names_load_a_folder_shipped_in_an_installed_package(
+    tmp_path, monkeypatch, trained_mobilenet
+):
+    """``pkg:<package>/<dir>`` and ``local-dir:pkg:...`` find the folder wherever the package is."""
+    package = tmp_path / "site" / "zoo_pkg_for_test"
+    (package / "models").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    timm.models.save_for_hf(
+        trained_mobilenet, str(package / "models" / "mine"), safe_serialization=True
+    )
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    images = [random_rgb(44), random_rgb(45)]
+    expected = None
+    for name in ("pkg:zoo_pkg_for_test/models/mine", "local-dir:pkg:zoo_pkg_for_test/models/mine"):
+        extractor = load_extractor(ModelSpec(hub="timm", name=name), device="cpu")
+        batch = extractor.preprocess(images)
+        expected = reference_pre_logits(trained_mobilenet, batch["pixel_values"])
+        np.testing.assert_allclose(extractor(batch), expected, rtol=1e-5, atol=1e-5)
+        assert (
+            extractor.metadata.weights_sha256
+            == hashlib.sha256(
+                (package / "models" / "mine" / "model.safetensors").read_bytes()
+            ).hexdigest()
+        )
+    random_init = load_extractor(timm_spec("pkg:zoo_pkg_for_test/models/mine"), device="cpu")
+    assert random_init.metadata.architecture == "mobilenetv3_small_050"
+    assert not np.allclose(random_init(batch), expected, atol=1e-3)
+    with pytest.raises(CheckpointError, match=r"pkg:zoo_pkg_for_test/models/nope.*config.json"):
+        load_preprocessor(ModelSpec(hub="timm", name="pkg:zoo_pkg_for_test/models/nope"))
+    with pytest.raises(CheckpointError, match=r"package 'no_such_pkg_xyz' is not installed"):
+        load_preprocessor(ModelSpec(hub="timm", name="pkg:no_such_pkg_xyz/models/mine"))
+
+    # The feature store's content key hashes that folder for every spelling of the name.
+    from ray_logme.extract import _weight_identity
+
+    identities = {
+        _weight_identity(ModelSpec(hub="timm", name=name))
+        for name in (
+            "pkg:zoo_pkg_for_test/models/mine",
+            "local-dir:pkg:zoo_pkg_for_test/models/mine",
+            str(package / "models" / "mine"),
+        )
+    }
+    assert len(identities) == 1 and None not in identities
+
+
+@pytest.mark.parametrize("member", ["shapes", "shapes-brief", "textures", "digits0-4"])
+def test_shipped_default_zoo_member_loads_its_own_weights(member):
+    """The zoo the default config ranks is package data, and loads as the weights it ships."""
+    from importlib import resources
+
+    from safetensors.torch import load_file
+
+    folder = resources.files("ray_logme") / "zoo" / member
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architecture"] == "resnet10t"
+    model_args = {**config["model_args"], "num_classes": 0}
+    reference = timm.create_model("resnet10t", pretrained=False, **model_args)
+    reference.load_state_dict(load_file(str(folder / "model.safetensors")))
+    extractor = load_extractor(
+        ModelSpec(hub="timm", name=f"pkg:ray_logme/zoo/{member}"), device="cpu"
+    )
+    assert extractor.metadata.input_size == (3, 32, 32)
+    batch = extractor.preprocess([random_rgb(46, 32, 32), random_rgb(47, 32, 32)])
+    # The data config is the training one: mean 0.5, std 0.25, no resize of a 32x32 image.
+    np.testing.assert_allclose(
+        batch["pixel_values"][0],
+        (random_rgb(46, 32, 32).transpose(2, 0, 1) / 255.0 - 0.5) / 0.25,
+        atol=1e-5,
+    )
+    features = extractor(batch)
+    assert features.shape == (2, extractor.metadata.feature_dim)
+    np.testing.assert_allclose(
+        features, reference_pre_logits(reference, batch["pixel_values"]), rtol=1e-5, atol=1e-5
+    )
+    assert (folder / "model.safetensors").stat().st_size < 1_000_000
+
+
 def test_pretrained_tag_resolves_through_the_hub_cache_offline(
     tmp_path, monkeypatch, trained_mobilenet
 ):
