@@ -83,10 +83,11 @@ def _weight_identity(spec: ModelSpec) -> str | None:
         return _file_sha256(spec.checkpoint_path)
     local = Path(resolve_package_path(spec.name.removeprefix("local-dir:")))
     if local.is_dir():
+        # Content hashes, not mtimes: a fresh checkout or a synced copy keeps its key.
         listing = sorted(
-            (str(p.relative_to(local)), p.stat().st_size, int(p.stat().st_mtime))
+            (str(p.relative_to(local)), _file_sha256(str(p)))
             for p in local.rglob("*")
-            if p.is_file()
+            if p.is_file() and not p.name.startswith(".")
         )
         return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
     return spec.revision

@@ -257,3 +257,23 @@ def test_out_of_memory_halves_the_micro_batch_and_keeps_the_features(tmp_path):
 class _AlwaysOOM:
     def __call__(self, tensors):
         raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+
+def test_model_key_follows_weight_content_not_file_times(tmp_path):
+    import os
+    import shutil
+    from importlib import resources
+
+    folder = tmp_path / "shapes"
+    shutil.copytree(str(resources.files("ray_logme") / "zoo" / "shapes"), folder)
+    spec = ModelSpec(hub="timm", name=str(folder))
+    first = model_key(spec)
+    for path in folder.iterdir():
+        os.utime(path, (1, 1))  # a fresh checkout or an rsync copy has other mtimes
+    assert model_key(spec) == first
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    assert model_key(spec) != first
+    assert model_key(spec.model_copy(update={"tags": {"owner": "x"}})) == model_key(spec)
