@@ -47,7 +47,7 @@ from ray_logme import __version__
 from ray_logme.errors import FeatureError, ModalityMismatchError, RayLogMEError
 from ray_logme.hub import ModelSpec, ensure_modality, load_extractor, load_preprocessor
 from ray_logme.hub.spec import resolve_package_path
-from ray_logme.storage import FeatureStore, slug
+from ray_logme.storage import FeatureStore, labels_to_numpy, slug
 from ray_logme.tasks import TaskSnapshot
 
 logger = logging.getLogger(__name__)
@@ -744,11 +744,7 @@ def _input_shard_labels(
         snapshot.shard_paths[index], columns=["row_id", "label"], filesystem=store.filesystem
     )
     row_ids = table.column("row_id").to_numpy()
-    label_column = table.column("label").combine_chunks()
-    if hasattr(label_column.type, "list_size"):
-        labels = np.asarray(label_column.flatten().to_numpy()).reshape(len(table), -1)
-    else:
-        labels = label_column.to_numpy(zero_copy_only=False)
+    labels = labels_to_numpy(table.column("label"))
     order = np.argsort(row_ids)
     return row_ids[order], labels[order]
 

@@ -862,7 +862,7 @@ class FeatureStore:
         raw = (table.schema.metadata or {}).get(SCHEMA_METADATA_KEY)
         return FeatureShard(
             row_ids=table.column("row_id").to_numpy(),
-            labels=_labels_to_numpy(table.column("label").combine_chunks()),
+            labels=labels_to_numpy(table.column("label").combine_chunks()),
             features=_features_to_numpy(table.column("features").combine_chunks()),
             metadata=json.loads(raw) if raw else {},
         )
@@ -915,7 +915,7 @@ class FeatureStore:
                         break
                     yield (
                         _features_to_numpy(batch.column("features")),
-                        _labels_to_numpy(batch.column("label")),
+                        labels_to_numpy(batch.column("label")),
                     )
 
     def feature_num_rows(self, model_key: str, task_key: str) -> int:
@@ -1063,7 +1063,7 @@ def _features_to_numpy(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return values.astype(np.float32, copy=True).reshape(-1, feature_dim)
 
 
-def _labels_to_numpy(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+def labels_to_numpy(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """``int64`` / ``float64`` -> ``[n]``; ``fixed_size_list<float64>[t]`` -> ``float64[n, t]``."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
