@@ -27,6 +27,8 @@ when complete, and at most once, nothing is duplicated or lost.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
 import hashlib
 import json
@@ -257,6 +259,37 @@ def _preprocessor_for(spec_json: str, allow_remote_code: tuple[str, ...] = ()):
     return load_preprocessor(spec, allow_remote_code=allow_remote_code)
 
 
+# glibc mallopt(3) parameters
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc malloc keep freed memory in this process instead of returning it to the OS.
+
+    A forward pass allocates and frees the same large activation buffers (tens of MB each) on
+    every batch. In a fresh Ray worker glibc serves each one with a new ``mmap`` and returns it
+    with ``munmap``, so every batch page-faults its activations in again: measured 1.3-1.5
+    million minor faults per 512 rows of resnet10t and 0.70-0.80x the forward rate of the same
+    model in a long-lived process, whose grown heap already has room. Disabling ``mmap`` for
+    allocations (``M_MMAP_MAX=0``) and heap trimming (``M_TRIM_THRESHOLD``) keeps them in the
+    heap: 0 faults and the same rate as a plain loop. Only for processes that hold one model for
+    their lifetime (the model actors): their memory stays at its peak until they exit.
+
+    Returns whether the allocator was tuned (False where the C library is not glibc).
+    """
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+
+
 def _short_error(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}"
     return text if len(text) <= 2000 else text[:1997] + "..."
@@ -307,7 +340,8 @@ class ModelActor:
     Loads the model once in ``__init__``. A load failure does not crash the actor (Ray would
     retry it forever or fail the whole pipeline): it is kept and reported on every row, so the
     driver fails exactly this model's pairs. ``__call__`` runs the forward pass in micro-batches,
-    halving the micro-batch on an out-of-memory error down to 1.
+    halving the micro-batch on an out-of-memory error down to 1. ``tune_allocator`` makes the
+    process keep freed memory (:func:`keep_freed_memory`): actors are dedicated processes.
 
     Returns ``path``, ``row_id``, ``features: float32[n, d]`` (zeros on failed rows),
     ``forward_seconds: float64[n]`` (the batch's forward time spread over its rows) and ``error``.
@@ -322,7 +356,10 @@ class ModelActor:
         store: FeatureStore,
         model_key: str,
         num_threads: int = 1,
+        tune_allocator: bool = True,
     ) -> None:
+        if tune_allocator:
+            keep_freed_memory()
         self.spec = ModelSpec.model_validate_json(spec_json)
         self.batch_size = batch_size
         self.load_error: str | None = None

@@ -7,6 +7,9 @@ tests then check the store against independent single-process computations.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -231,7 +234,15 @@ def test_out_of_memory_halves_the_micro_batch_and_keeps_the_features(tmp_path):
     from ray_logme.extract import ModelActor
 
     spec = ModelSpec(hub="timm", name="test_vit", pretrained=False)
-    actor = ModelActor(spec.model_dump_json(), "cpu", [], 16, FeatureStore(str(tmp_path)), "k")
+    actor = ModelActor(
+        spec.model_dump_json(),
+        "cpu",
+        [],
+        16,
+        FeatureStore(str(tmp_path)),
+        "k",
+        tune_allocator=False,
+    )
     assert actor.load_error is None
     reference = actor.extractor
     pixels = np.random.default_rng(0).normal(size=(12, 3, 160, 160)).astype(np.float32)
@@ -277,3 +288,38 @@ def test_model_key_follows_weight_content_not_file_times(tmp_path):
     weights.write_bytes(bytes(data))
     assert model_key(spec) != first
     assert model_key(spec.model_copy(update={"tags": {"owner": "x"}})) == model_key(spec)
+
+
+_ALLOCATION_LOOP = """
+import resource, sys
+import numpy as np
+from ray_logme.extract import keep_freed_memory
+tuned = keep_freed_memory() if sys.argv[1] == "tuned" else False
+np.ones(8 << 20)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(20):
+    block = np.ones(8 << 20)  # 64 MiB written, then freed: an activation buffer
+    del block
+print(int(tuned), resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
+def test_model_actor_allocator_keeps_freed_activation_memory():
+    """Freed large buffers are reused without page faults once the actor tunes glibc malloc."""
+
+    def minor_faults(mode: str) -> tuple[int, int]:
+        out = subprocess.run(
+            [sys.executable, "-c", _ALLOCATION_LOOP, mode],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        tuned, faults = out.stdout.split()
+        return int(tuned), int(faults)
+
+    _, default_faults = minor_faults("default")
+    tuned, tuned_faults = minor_faults("tuned")
+    assert tuned == 1
+    assert default_faults >= 20  # glibc maps and unmaps each 64 MiB block: faults every round
+    assert tuned_faults < 20  # kept in the heap: reused without faulting pages in again
