@@ -27,8 +27,6 @@ when complete, and at most once, nothing is duplicated or lost.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import functools
 import hashlib
 import json
@@ -163,6 +161,12 @@ class ModelRecord:
     feature_dim: int | None = None
     input_size: str | None = None
     throughput: float | None = None  # samples per second per worker, forward pass only
+    #: seconds from the pipeline's start to the first batch reaching a model actor (actor
+    #: start-up, model load, first read and decode); None when nothing was computed
+    startup_seconds: float | None = None
+    #: rows per second of the whole actor pool from its first batch to its last (all workers;
+    #: waits for input included): the steady-state rate, start-up excluded
+    pipeline_throughput: float | None = None
     extract_seconds: float = 0.0
     rows_computed: int = 0
     state: str = "pending"
@@ -235,6 +239,8 @@ def _models_schema():
             ("feature_dim", pa.int64()),
             ("input_size", pa.string()),
             ("throughput", pa.float64()),
+            ("startup_seconds", pa.float64()),
+            ("pipeline_throughput", pa.float64()),
             ("extract_seconds", pa.float64()),
             ("rows_computed", pa.int64()),
             ("state", pa.string()),
@@ -259,35 +265,20 @@ def _preprocessor_for(spec_json: str, allow_remote_code: tuple[str, ...] = ()):
     return load_preprocessor(spec, allow_remote_code=allow_remote_code)
 
 
-# glibc mallopt(3) parameters
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_MAX = -4
-
-
-def keep_freed_memory() -> bool:
-    """Make glibc malloc keep freed memory in this process instead of returning it to the OS.
-
-    A forward pass allocates and frees the same large activation buffers (tens of MB each) on
-    every batch. In a fresh Ray worker glibc serves each one with a new ``mmap`` and returns it
-    with ``munmap``, so every batch page-faults its activations in again: measured 1.3-1.5
-    million minor faults per 512 rows of resnet10t and 0.70-0.80x the forward rate of the same
-    model in a long-lived process, whose grown heap already has room. Disabling ``mmap`` for
-    allocations (``M_MMAP_MAX=0``) and heap trimming (``M_TRIM_THRESHOLD``) keeps them in the
-    heap: 0 faults and the same rate as a plain loop. Only for processes that hold one model for
-    their lifetime (the model actors): their memory stays at its peak until they exit.
-
-    Returns whether the allocator was tuned (False where the C library is not glibc).
-    """
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+#: Environment of the model actor processes: glibc malloc keeps freed memory for reuse.
+#: A forward pass allocates and frees the same large activation buffers (tens of MB) on every
+#: batch. In a Ray worker, glibc served each with a fresh ``mmap`` (or a per-thread arena that it
+#: trims) and gave it back after the batch, so every batch page-faulted its activations in
+#: again: 1.3-1.5 million minor faults per 512 rows of resnet10t and 0.70-0.80x the forward rate
+#: of the same code in a long-lived process. One arena, no ``mmap`` for large blocks and no
+#: trimming keep them in the heap (0 faults, the plain loop's rate; see mallopt(3)). Set at
+#: process start because Ray Data calls the model from a thread other than the one that loaded
+#: it. Model actors are dedicated processes, so their memory staying at its peak costs nothing.
+ACTOR_ALLOCATOR_ENV = {
+    "MALLOC_ARENA_MAX": "1",
+    "MALLOC_MMAP_MAX_": "0",
+    "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1),
+}
 
 
 def _short_error(exc: BaseException) -> str:
@@ -340,11 +331,13 @@ class ModelActor:
     Loads the model once in ``__init__``. A load failure does not crash the actor (Ray would
     retry it forever or fail the whole pipeline): it is kept and reported on every row, so the
     driver fails exactly this model's pairs. ``__call__`` runs the forward pass in micro-batches,
-    halving the micro-batch on an out-of-memory error down to 1. ``tune_allocator`` makes the
-    process keep freed memory (:func:`keep_freed_memory`): actors are dedicated processes.
+    halving the micro-batch on an out-of-memory error down to 1.
+    :func:`extract` starts these actors with :data:`ACTOR_ALLOCATOR_ENV`.
 
     Returns ``path``, ``row_id``, ``features: float32[n, d]`` (zeros on failed rows),
-    ``forward_seconds: float64[n]`` (the batch's forward time spread over its rows) and ``error``.
+    ``forward_seconds: float64[n]`` (the batch's forward time spread over its rows),
+    ``batch_started``/``batch_finished: float64[n]`` (when this call began and ended, Unix
+    seconds: the driver's steady-state rate) and ``error``.
     """
 
     def __init__(
@@ -356,10 +349,7 @@ class ModelActor:
         store: FeatureStore,
         model_key: str,
         num_threads: int = 1,
-        tune_allocator: bool = True,
     ) -> None:
-        if tune_allocator:
-            keep_freed_memory()
         self.spec = ModelSpec.model_validate_json(spec_json)
         self.batch_size = batch_size
         self.load_error: str | None = None
@@ -384,6 +374,7 @@ class ModelActor:
             logger.error("%s: %s", self.spec.name, self.load_error)
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        started = time.time()
         _maybe_inject_fault()
         num_rows = len(batch["row_id"])
         errors = np.asarray(batch["error"], dtype=object) if "error" in batch else None
@@ -407,6 +398,8 @@ class ModelActor:
             "row_id": np.asarray(batch["row_id"], dtype=np.int64),
             "features": features,
             "forward_seconds": np.full(num_rows, seconds / max(num_rows, 1)),
+            "batch_started": np.full(num_rows, started),
+            "batch_finished": np.full(num_rows, time.time()),
             "error": errors.astype(str),
         }
 
@@ -538,7 +531,7 @@ def extract(
                 if pair.state == "pending" and pair.shards_done < pair.shards_total
             ]
             if work:
-                _run_model_pipeline(
+                timing = _run_model_pipeline(
                     spec,
                     key,
                     modality,
@@ -557,6 +550,8 @@ def extract(
                     progress=progress,
                     label=f"[{position}/{len(models)}] {spec.display_name}",
                 )
+                if any(pair.rows_computed for pair, _ in work):
+                    record.startup_seconds, record.pipeline_throughput = timing.summary()
         for pair in pairs.values():
             if pair.state == "pending":
                 pair.state = "ok"
@@ -614,7 +609,7 @@ def _run_model_pipeline(
     runtime_env: Mapping[str, Any] | None,
     progress: bool,
     label: str,
-) -> None:
+) -> _PipelineTiming:
     """Stream every pending shard of ``work`` through one actor pool of this model."""
     import ray.data
 
@@ -654,8 +649,9 @@ def _run_model_pipeline(
         "max_restarts": max_restarts,
         "max_task_retries": -1,
     }
-    if runtime_env:
-        actor_options["runtime_env"] = dict(runtime_env)
+    actor_env = dict(runtime_env or {})
+    actor_env["env_vars"] = {**ACTOR_ALLOCATOR_ENV, **dict(actor_env.get("env_vars") or {})}
+    actor_options["runtime_env"] = actor_env
     with warnings.catch_warnings():
         # Ray 2.60 names these options deprecated extra kwargs, but has no other way to set them.
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -679,8 +675,10 @@ def _run_model_pipeline(
         )
     metadata: dict[str, Any] | None = None
     bar = _progress_bar(total_rows, label, progress)
+    timing = _PipelineTiming(time.time())
     try:
         for batch in dataset.iter_batches(batch_format="numpy", batch_size=None):
+            timing.add(batch)
             for path in np.unique(batch["path"]):
                 rows = np.flatnonzero(batch["path"] == path)
                 pair, snapshot, index, buf = buffers[_match_path(path, buffers)]
@@ -700,6 +698,43 @@ def _run_model_pipeline(
         bar.close()
     for pair, _, index, _buf in buffers.values():
         pair.fail(f"shard {index} is incomplete after the pipeline finished")
+    return timing
+
+
+@dataclass
+class _PipelineTiming:
+    """When the model actors worked on this pipeline's batches (Unix seconds, actor clocks).
+
+    Measured where the work happens rather than when results reach the driver: Ray Data hands
+    results over per task and a little ahead of need, so arrival times at the driver come in
+    bursts and overstate the rate (measured 1.2-1.3x the actors' own rate).
+    """
+
+    started: float
+    first_batch: float | None = None
+    last_batch: float | None = None
+    rows: int = 0
+
+    def add(self, batch: Mapping[str, np.ndarray]) -> None:
+        if not len(batch["row_id"]):
+            return
+        first, last = float(np.min(batch["batch_started"])), float(np.max(batch["batch_finished"]))
+        self.first_batch = first if self.first_batch is None else min(self.first_batch, first)
+        self.last_batch = last if self.last_batch is None else max(self.last_batch, last)
+        self.rows += len(batch["row_id"])
+
+    def summary(self) -> tuple[float | None, float | None]:
+        """(start-up seconds, rows/s from the first batch's start to the last batch's end).
+
+        The rate covers every row the actors returned, over the span in which the pool worked:
+        waits for decoded input inside that span count against it; actor start-up and model
+        load before it do not (they are the start-up seconds).
+        """
+        if self.first_batch is None:
+            return None, None
+        startup = max(0.0, self.first_batch - self.started)
+        span = self.last_batch - self.first_batch
+        return startup, (self.rows / span if span > 0 else None)
 
 
 def _match_path(path: str, buffers: Mapping[str, Any]) -> str:
