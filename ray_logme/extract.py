@@ -47,6 +47,7 @@ from ray_logme import __version__
 from ray_logme.errors import FeatureError, ModalityMismatchError, RayLogMEError
 from ray_logme.hub import ModelSpec, ensure_modality, load_extractor, load_preprocessor
 from ray_logme.hub.spec import resolve_package_path
+from ray_logme.hub.timm_hub import PIXELS_UINT8
 from ray_logme.storage import FeatureStore, labels_to_numpy, slug
 from ray_logme.tasks import TaskSnapshot
 
@@ -289,23 +290,30 @@ def _short_error(exc: BaseException) -> str:
 def decode_images(
     batch: Mapping[str, np.ndarray], spec_json: str, allow_remote_code: tuple[str, ...] = ()
 ) -> dict[str, np.ndarray]:
-    """CPU stage: encoded images -> the model's input tensors, one row per input row.
+    """CPU stage: encoded images -> the model's input pixels, one row per input row.
 
     ``batch`` has ``path`` (input shard), ``row_id`` and ``input`` (encoded bytes). Returns
-    ``path``, ``row_id``, ``pixel_values: float32[n, 3, H, W]`` and ``error`` (empty string, or
-    why this row could not be decoded, naming the shard file and row).
+    ``path``, ``row_id``, the pixels and ``error`` (empty string, or why this row could not be
+    decoded, naming the shard file and row). Pixels are ``pixel_values_uint8: uint8[n, 3, H, W]``
+    (resized and cropped; the model actor scales and normalises them on its device) where the
+    model's preprocessing allows it (timm), else ``pixel_values: float32[n, 3, H, W]``.
     """
     preprocessor = _preprocessor_for(spec_json, tuple(allow_remote_code))
+    uint8_pixels = getattr(preprocessor, "uint8_pixels", None)
+    if uint8_pixels is not None:
+        column, dtype, convert = PIXELS_UINT8, np.uint8, uint8_pixels
+    else:
+        column, dtype, convert = "pixel_values", np.float32, preprocessor
     inputs = list(batch["input"])
     errors = np.full(len(inputs), "", dtype=object)
     try:
-        pixels = preprocessor(inputs)["pixel_values"]
+        pixels = convert(inputs)[column]
     except Exception:
         # Find the rows at fault; keep the good ones.
         good, shape = {}, None
         for i, item in enumerate(inputs):
             try:
-                good[i] = preprocessor([item])["pixel_values"][0]
+                good[i] = convert([item])[column][0]
                 shape = good[i].shape
             except Exception as exc:
                 errors[i] = (
@@ -314,13 +322,13 @@ def decode_images(
                 )
         if shape is None:
             shape = (3, 1, 1)
-        pixels = np.zeros((len(inputs), *shape), dtype=np.float32)
+        pixels = np.zeros((len(inputs), *shape), dtype=dtype)
         for i, array in good.items():
             pixels[i] = array
     return {
         "path": np.asarray(batch["path"]),
         "row_id": np.asarray(batch["row_id"], dtype=np.int64),
-        "pixel_values": np.ascontiguousarray(pixels, dtype=np.float32),
+        column: np.ascontiguousarray(pixels, dtype=dtype),
         "error": errors.astype(str),
     }
 
@@ -357,7 +365,6 @@ class ModelActor:
         try:
             import torch
 
-            torch.set_grad_enabled(False)
             # CPU threads = this actor's CPU share, so actors and decode tasks don't oversubscribe.
             torch.set_num_threads(num_threads)
             self.extractor = load_extractor(
@@ -427,8 +434,9 @@ class ModelActor:
         return out
 
     def _forward_rows(self, batch: Mapping[str, np.ndarray], index: np.ndarray) -> np.ndarray:
-        if "pixel_values" in batch:
-            tensors = {"pixel_values": np.asarray(batch["pixel_values"])[index]}
+        pixels = next((c for c in ("pixel_values", PIXELS_UINT8) if c in batch), None)
+        if pixels is not None:
+            tensors = {pixels: np.asarray(batch[pixels])[index]}
         else:
             tensors = self.extractor.preprocess([str(batch["input"][i]) for i in index])
         return self.extractor(tensors)

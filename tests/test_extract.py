@@ -276,6 +276,35 @@ class _AlwaysOOM:
         raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
 
 
+def test_decode_stage_ships_uint8_for_timm_float32_otherwise_and_names_bad_rows(hf_vit_dir):
+    from hub_helpers import encode, random_rgb
+
+    from ray_logme.extract import decode_images
+
+    good = [encode(random_rgb(i), "PNG") for i in range(3)]
+    batch = {
+        "path": np.array(["s3://b/tasks/t/shard-00007.parquet"] * 4),
+        "row_id": np.array([10, 11, 12, 13]),
+        "input": np.array([good[0], b"not an image", good[1], good[2]], dtype=object),
+    }
+    timm_spec = ModelSpec(hub="timm", name="test_resnet", pretrained=False)
+    out = decode_images(batch, timm_spec.model_dump_json())
+    pixels = out["pixel_values_uint8"]
+    assert pixels.dtype == np.uint8 and "pixel_values" not in out
+    assert list(out["error"] == "") == [True, False, True, True]
+    assert "row_id=11" in out["error"][1] and "shard-00007.parquet" in out["error"][1]
+    extractor = load_extractor(timm_spec, device="cpu")
+    expected = extractor(extractor.preprocess([good[0], good[1], good[2]]))
+    np.testing.assert_array_equal(extractor({"pixel_values_uint8": pixels[[0, 2, 3]]}), expected)
+    hf = decode_images(batch, ModelSpec(hub="hf", name=str(hf_vit_dir)).model_dump_json())
+    assert hf["pixel_values"].dtype == np.float32 and list(hf["error"] == "") == [
+        True,
+        False,
+        True,
+        True,
+    ]
+
+
 def test_model_key_follows_weight_content_not_file_times(tmp_path):
     import os
     import shutil

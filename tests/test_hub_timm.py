@@ -121,6 +121,31 @@ def test_preprocessing_matches_an_independent_resize_crop_normalize():
     np.testing.assert_allclose(pixels[0], expected, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "name",
+    ["resnet18.a1_in1k", "vit_tiny_patch16_224.augreg_in21k"],  # ImageNet stats; 0.5 stats
+)
+def test_uint8_pixels_normalised_by_the_extractor_equal_the_float_path(name):
+    """The extract stage ships uint8 pixels and normalises in the actor: same features."""
+    extractor = load_extractor(ModelSpec(hub="timm", name=name, pretrained=False), device="cpu")
+    images = [random_rgb(i, height=60 + 7 * i, width=90 - 5 * i) for i in range(3)]
+    float_pixels = extractor.preprocess(images)["pixel_values"]
+    uint8_pixels = extractor.preprocess.uint8_pixels(images)["pixel_values_uint8"]
+    assert uint8_pixels.dtype == np.uint8 and uint8_pixels.shape == float_pixels.shape
+    assert uint8_pixels.nbytes * 4 == float_pixels.nbytes
+    cfg = extractor.preprocess.data_config
+    independent = (uint8_pixels / 255.0 - np.reshape(cfg["mean"], (3, 1, 1))) / np.reshape(
+        cfg["std"], (3, 1, 1)
+    )
+    np.testing.assert_allclose(float_pixels, independent, atol=1e-5)
+    np.testing.assert_array_equal(extractor.normalize_uint8(uint8_pixels).numpy(), float_pixels)
+    np.testing.assert_array_equal(
+        extractor({"pixel_values_uint8": uint8_pixels}), extractor({"pixel_values": float_pixels})
+    )
+    with pytest.raises(ValueError, match="must be uint8"):
+        extractor({"pixel_values_uint8": float_pixels})
+
+
 def test_every_image_input_form_gives_the_same_pixels():
     preprocessor = load_preprocessor(timm_spec("mobilenetv3_small_050"))
     rgb = random_rgb(2)
