@@ -70,6 +70,18 @@ class S3Server:
             secret_key=self.secret_key,
         )
 
+    def environment(self) -> dict[str, str]:
+        """The standard AWS variables that point at this server (what Ray workers need)."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            "AWS_ENDPOINT_URL_S3": self.endpoint_url,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_REGION": self.region,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+
     def new_bucket(self, prefix: str = "test") -> str:
         """Create a fresh, uniquely named bucket and return its name."""
         name = f"{prefix}-{uuid.uuid4().hex[:12]}"
@@ -91,18 +103,8 @@ def s3_server() -> Iterator[S3Server]:
     server.start()
     host, port = server.get_host_and_port()
     info = S3Server(host=host, port=port)
-    saved = {k: os.environ.get(k) for k in _AWS_ENV}
-    os.environ.update(
-        {
-            "AWS_ENDPOINT_URL": info.endpoint_url,
-            "AWS_ENDPOINT_URL_S3": info.endpoint_url,
-            "AWS_ACCESS_KEY_ID": info.access_key,
-            "AWS_SECRET_ACCESS_KEY": info.secret_key,
-            "AWS_DEFAULT_REGION": info.region,
-            "AWS_REGION": info.region,
-            "AWS_EC2_METADATA_DISABLED": "true",
-        }
-    )
+    saved = {k: os.environ.get(k) for k in info.environment()}
+    os.environ.update(info.environment())
     try:
         yield info
     finally:
@@ -114,15 +116,15 @@ def s3_server() -> Iterator[S3Server]:
                 os.environ[key] = value
 
 
-_AWS_ENV = (
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_S3",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_DEFAULT_REGION",
-    "AWS_REGION",
-    "AWS_EC2_METADATA_DISABLED",
-)
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Two shared cores: one thread per test process is faster and keeps results stable."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")
@@ -144,7 +146,7 @@ def ray_cluster(s3_server: S3Server):
         include_dashboard=False,
         object_store_memory=256 << 20,
         log_to_driver=False,
-        runtime_env={"env_vars": {k: os.environ[k] for k in _AWS_ENV if k in os.environ}},
+        runtime_env={"env_vars": s3_server.environment()},
     )
     from ray.data import DataContext
 

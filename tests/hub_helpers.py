@@ -42,3 +42,23 @@ def add_to_hub_cache(
         target = snapshot / name
         target.write_bytes(content if isinstance(content, bytes) else Path(content).read_bytes())
     return snapshot
+
+
+def save_tiny_vit(folder: Path, seed: int, **processor_kwargs) -> Path:
+    """A random-init Hugging Face ViT for 32x32 inputs (4 x 4 patches of 8 px + CLS) in
+    ``folder``, with its ``ViTImageProcessor`` (``processor_kwargs`` override its defaults)."""
+    import torch
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    config = ViTConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+    )
+    torch.manual_seed(seed)
+    ViTModel(config).save_pretrained(folder)
+    ViTImageProcessor(size={"height": 32, "width": 32}, **processor_kwargs).save_pretrained(folder)
+    return folder

@@ -13,7 +13,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-from transformers import BertConfig, BertModel, ViTConfig, ViTImageProcessor, ViTModel
+from hub_helpers import save_tiny_vit
+from transformers import BertConfig, BertModel
 
 from ray_logme.extract import FAULT_INJECT_ENV, extract, model_key
 from ray_logme.hub import ModelSpec, load_extractor
@@ -25,19 +26,7 @@ pytestmark = pytest.mark.timeout(600)
 
 @pytest.fixture(scope="module")
 def hf_vit_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-hf-vit")
-    config = ViTConfig(
-        image_size=32,
-        patch_size=8,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-    )
-    torch.manual_seed(0)
-    ViTModel(config).save_pretrained(folder)
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
-    return folder
+    return save_tiny_vit(tmp_path_factory.mktemp("tiny-hf-vit"), seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import huggingface_hub.constants
 import numpy as np
 import pytest
 import torch
-from hub_helpers import add_to_hub_cache, random_rgb
+from hub_helpers import add_to_hub_cache, random_rgb, save_tiny_vit
 from PIL import Image
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
@@ -31,8 +31,6 @@ from transformers import (
     PreTrainedTokenizerFast,
     T5Config,
     T5Model,
-    ViTConfig,
-    ViTImageProcessor,
     ViTModel,
 )
 
@@ -100,12 +98,7 @@ WORDS = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: two shared cores
 
 
 def hf_spec(folder: Path | str, **fields) -> ModelSpec:
@@ -176,21 +169,12 @@ def t5_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def vit_dir(tmp_path_factory) -> Path:
     """A ViT for 32x32 inputs (4 x 4 patches of 8 px + CLS) with a non-default normalisation."""
-    folder = tmp_path_factory.mktemp("tiny-vit")
-    config = ViTConfig(
-        image_size=32,
-        patch_size=8,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
+    return save_tiny_vit(
+        tmp_path_factory.mktemp("tiny-vit"),
+        seed=3,
+        image_mean=[0.3, 0.4, 0.5],
+        image_std=[0.2, 0.2, 0.2],
     )
-    torch.manual_seed(3)
-    ViTModel(config).save_pretrained(folder)
-    ViTImageProcessor(
-        size={"height": 32, "width": 32}, image_mean=[0.3, 0.4, 0.5], image_std=[0.2, 0.2, 0.2]
-    ).save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")

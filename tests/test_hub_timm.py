@@ -25,14 +25,7 @@ from ray_logme.errors import (
 )
 from ray_logme.hub import ModelSpec, ensure_modality, load_extractor, load_preprocessor
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Two shared cores: one thread per test process is faster and keeps results stable."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: two shared cores
 
 
 def timm_spec(name: str, **fields) -> ModelSpec:

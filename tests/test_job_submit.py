@@ -169,20 +169,7 @@ class RayHead:
 
 @pytest.fixture(scope="module")
 def ray_head(s3_server):
-    s3_env = {
-        key: os.environ[key]
-        for key in (
-            "AWS_ENDPOINT_URL",
-            "AWS_ENDPOINT_URL_S3",
-            "AWS_ACCESS_KEY_ID",
-            "AWS_SECRET_ACCESS_KEY",
-            "AWS_DEFAULT_REGION",
-            "AWS_REGION",
-            "AWS_EC2_METADATA_DISABLED",
-        )
-        if key in os.environ
-    }
-    s3_env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    s3_env = {**s3_server.environment(), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     head = RayHead(s3_env)
     try:
         yield head
