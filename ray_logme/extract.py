@@ -36,19 +36,20 @@ import time
 import traceback
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
 
-from ray_logme import __version__
+from ray_logme import __version__, tables
 from ray_logme.errors import FeatureError, ModalityMismatchError, RayLogMEError
 from ray_logme.hub import ModelSpec, ensure_modality, load_extractor, load_preprocessor
 from ray_logme.hub.spec import resolve_package_path
 from ray_logme.hub.timm_hub import PIXELS_UINT8
-from ray_logme.storage import FeatureStore, labels_to_numpy, slug
+from ray_logme.storage import FeatureStore, labels_to_numpy, layout, slug
+from ray_logme.tables import MODELS_SCHEMA, STATUS_SCHEMA, ModelRecord, PairStatus  # noqa: F401
 from ray_logme.tasks import TaskSnapshot
 
 logger = logging.getLogger(__name__)
@@ -124,59 +125,6 @@ def _library_versions() -> dict[str, str]:
 
 
 @dataclass
-class PairStatus:
-    """Extract status of one (model, task) pair: one row of ``runs/{run_id}/status.parquet``."""
-
-    run_id: str
-    model: str
-    model_key: str
-    task: str
-    task_key: str
-    shards_total: int = 0
-    shards_done: int = 0
-    shards_computed: int = 0
-    rows: int = 0
-    rows_computed: int = 0
-    seconds: float = 0.0
-    state: str = "pending"  # pending | ok | failed | skipped (model and task modalities differ)
-    error: str | None = None
-    traceback: str | None = None
-
-    def fail(self, message: str, tb: str | None = None) -> None:
-        if self.state != "failed":  # keep the first cause
-            self.state = "failed"
-            self.error = message
-            self.traceback = tb
-
-
-@dataclass
-class ModelRecord:
-    """One model's extract summary: one row of ``runs/{run_id}/models.parquet``."""
-
-    run_id: str
-    model: str
-    model_key: str
-    hub: str
-    modality: str | None = None
-    num_params: int | None = None
-    feature_dim: int | None = None
-    input_size: str | None = None
-    throughput: float | None = None  # samples per second per worker, forward pass only
-    #: seconds from the pipeline's start to the first batch reaching a model actor (actor
-    #: start-up, model load, first read and decode); None when nothing was computed
-    startup_seconds: float | None = None
-    #: rows per second of the whole actor pool from its first batch to its last (all workers;
-    #: waits for input included): the steady-state rate, start-up excluded
-    pipeline_throughput: float | None = None
-    extract_seconds: float = 0.0
-    rows_computed: int = 0
-    state: str = "pending"
-    error: str | None = None
-    tags: str = "{}"
-    metadata: str = "{}"
-
-
-@dataclass
 class ExtractResult:
     """What :func:`extract` did: per-pair status, per-model records, and forward counts."""
 
@@ -193,67 +141,10 @@ class ExtractResult:
         return [p for p in self.pairs if p.state == "failed"]
 
     def status_table(self):
-        import pyarrow as pa
-
-        return pa.Table.from_pylist([asdict(p) for p in self.pairs], schema=STATUS_SCHEMA)
+        return tables.STATUS.from_rows(self.pairs)
 
     def models_table(self):
-        import pyarrow as pa
-
-        return pa.Table.from_pylist([asdict(m) for m in self.models], schema=MODELS_SCHEMA)
-
-
-def _status_schema():
-    import pyarrow as pa
-
-    return pa.schema(
-        [
-            ("run_id", pa.string()),
-            ("model", pa.string()),
-            ("model_key", pa.string()),
-            ("task", pa.string()),
-            ("task_key", pa.string()),
-            ("shards_total", pa.int64()),
-            ("shards_done", pa.int64()),
-            ("shards_computed", pa.int64()),
-            ("rows", pa.int64()),
-            ("rows_computed", pa.int64()),
-            ("seconds", pa.float64()),
-            ("state", pa.string()),
-            ("error", pa.string()),
-            ("traceback", pa.string()),
-        ]
-    )
-
-
-def _models_schema():
-    import pyarrow as pa
-
-    return pa.schema(
-        [
-            ("run_id", pa.string()),
-            ("model", pa.string()),
-            ("model_key", pa.string()),
-            ("hub", pa.string()),
-            ("modality", pa.string()),
-            ("num_params", pa.int64()),
-            ("feature_dim", pa.int64()),
-            ("input_size", pa.string()),
-            ("throughput", pa.float64()),
-            ("startup_seconds", pa.float64()),
-            ("pipeline_throughput", pa.float64()),
-            ("extract_seconds", pa.float64()),
-            ("rows_computed", pa.int64()),
-            ("state", pa.string()),
-            ("error", pa.string()),
-            ("tags", pa.string()),
-            ("metadata", pa.string()),
-        ]
-    )
-
-
-STATUS_SCHEMA = _status_schema()
-MODELS_SCHEMA = _models_schema()
+        return tables.MODELS.from_rows(self.models)
 
 
 # --------------------------------------------------------------------------------------------
@@ -373,7 +264,7 @@ class ModelActor:
             self.feature_dim = int(self.extractor.metadata.feature_dim)
             record = self.extractor.metadata.to_dict()
             store.write_text(
-                f"models/{model_key}/model.json", json.dumps(record, sort_keys=True, indent=1)
+                layout.model_record(model_key), json.dumps(record, sort_keys=True, indent=1)
             )
         except Exception as exc:
             self.load_error = f"model failed to load: {_short_error(exc)}"
@@ -830,7 +721,7 @@ def _input_shard_labels(
 
 
 def _read_model_json(store: FeatureStore, key: str) -> dict[str, Any] | None:
-    relpath = f"models/{key}/model.json"
+    relpath = layout.model_record(key)
     try:
         return json.loads(store.read_text(relpath)) if store.exists(relpath) else None
     except (OSError, RayLogMEError, ValueError):

@@ -22,7 +22,7 @@ import logging
 import time
 import traceback
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -30,7 +30,8 @@ import pyarrow as pa
 
 from ray_logme.errors import RayLogMEError
 from ray_logme.metrics import LogMEStats
-from ray_logme.storage import FeatureStore
+from ray_logme.storage import FeatureStore, layout
+from ray_logme.tables import SCORES, SCORES_SCHEMA, ScoreRow  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -85,51 +86,9 @@ class ReducePair:
     error: str | None = None
 
 
-@dataclass
-class ScoreRow:
-    """One row of ``runs/{run_id}/scores.parquet``."""
-
-    run_id: str
-    model: str
-    model_key: str
-    task: str
-    task_key: str
-    kind: str
-    metric: str
-    score: float | None = None
-    num_samples: int | None = None
-    feature_dim: int | None = None
-    num_targets: int | None = None
-    seconds: float = 0.0
-    state: str = "ok"
-    error: str | None = None
-    cached: bool = False
-
-
-SCORES_SCHEMA = pa.schema(
-    [
-        ("run_id", pa.string()),
-        ("model", pa.string()),
-        ("model_key", pa.string()),
-        ("task", pa.string()),
-        ("task_key", pa.string()),
-        ("kind", pa.string()),
-        ("metric", pa.string()),
-        ("score", pa.float64()),
-        ("num_samples", pa.int64()),
-        ("feature_dim", pa.int64()),
-        ("num_targets", pa.int64()),
-        ("seconds", pa.float64()),
-        ("state", pa.string()),
-        ("error", pa.string()),
-        ("cached", pa.bool_()),
-    ]
-)
-
-
 def score_cache_relpath(metric: str, model_key: str, task_key: str) -> str:
     """Where the cached score of one pair lives on the store."""
-    return f"scores/{metric}/{model_key}/{task_key}.json"
+    return layout.score_cache(metric, model_key, task_key)
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,7 +206,7 @@ def reduce(
             row.state, row.error = "failed", f"{row.metric} is not finite ({value})"
             continue
         _write_cache(store, row)
-    return pa.Table.from_pylist([asdict(r) for r in rows], schema=SCORES_SCHEMA)
+    return SCORES.from_rows(rows)
 
 
 def _root_cause(exc: BaseException) -> BaseException:

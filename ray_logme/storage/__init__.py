@@ -47,13 +47,19 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ray_logme import __version__
 from ray_logme.errors import FeatureError, StorageError
+from ray_logme.storage import layout
+from ray_logme.storage.layout import (  # noqa: F401  (re-exported: older import paths)
+    SHARD_FILE_PATTERN,
+    check_key,
+    shard_file_name,
+    shard_indices,
+)
 
 logger = logging.getLogger(__name__)
 
 SUPPORTED_SCHEMES = ("local path", "file://", "s3://")
 """What :func:`filesystem_from_uri` accepts, as error messages name it."""
 
-SHARD_FILE_PATTERN = re.compile(r"^part-(\d+)\.parquet$")
 """Committed shard files; temporary files start with a dot and never match."""
 
 SCHEMA_METADATA_KEY = b"ray_logme"
@@ -63,7 +69,6 @@ FEATURE_ROW_GROUP_BYTES = 8 << 20
 """Target size of one row group of features; a chunked reader holds about one row group at a time."""
 
 _MAX_SINGLE_PUT_BYTES = 5 * (1 << 30)
-_KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SECRET_ENV_VARS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
 _ACCESS_KEY_ID_PATTERN = re.compile(r"\b(?:AKIA|ASIA|AIDA|AROA)[A-Z0-9]{12,}\b")
 
@@ -785,13 +790,13 @@ class FeatureStore:
     # -- feature shards ------------------------------------------------------------------
     @staticmethod
     def feature_dir(model_key: str, task_key: str) -> str:
-        """``features/{model_key}/{task_key}`` (relative to the root)."""
-        return f"features/{_check_key(model_key, 'model_key')}/{_check_key(task_key, 'task_key')}"
+        """``features/{model_key}/{task_key}`` (relative to the root; see :mod:`.layout`)."""
+        return layout.feature_dir(model_key, task_key)
 
-    @classmethod
-    def feature_shard_relpath(cls, model_key: str, task_key: str, shard_index: int) -> str:
-        """``features/{model_key}/{task_key}/part-{shard:05d}.parquet``."""
-        return f"{cls.feature_dir(model_key, task_key)}/{shard_file_name(shard_index)}"
+    @staticmethod
+    def feature_shard_relpath(model_key: str, task_key: str, shard_index: int) -> str:
+        """``features/{model_key}/{task_key}/part-{shard:05d}.parquet`` (see :mod:`.layout`)."""
+        return layout.feature_shard(model_key, task_key, shard_index)
 
     def write_feature_shard(
         self,
@@ -839,7 +844,7 @@ class FeatureStore:
 
     def committed_feature_shards(self, model_key: str, task_key: str) -> set[int]:
         """Indices of the committed shards of ``(model_key, task_key)`` (empty if none)."""
-        return _shard_indices(self.list_dir(self.feature_dir(model_key, task_key)))
+        return shard_indices(self.list_dir(self.feature_dir(model_key, task_key)))
 
     def feature_shard_metadata(
         self, model_key: str, task_key: str, shard_index: int
@@ -935,26 +940,11 @@ class FeatureStore:
 # Shard encoding (pure: arrays in, Arrow out)
 
 
-def shard_file_name(shard_index: int) -> str:
-    """``part-{shard_index:05d}.parquet``."""
-    if (
-        isinstance(shard_index, bool)
-        or not isinstance(shard_index, int | np.integer)
-        or shard_index < 0
-    ):
-        raise ValueError(f"shard_index must be a non-negative int, got {shard_index!r}")
-    return f"part-{int(shard_index):05d}.parquet"
-
-
 def _parquet_bytes(table: pa.Table, **parquet_options: Any) -> pa.Buffer:
     """``table`` encoded as one Parquet file in memory (nothing is written if encoding fails)."""
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, **parquet_options)
     return sink.getvalue()
-
-
-def _shard_indices(names: list[str]) -> set[int]:
-    return {int(match.group(1)) for name in names if (match := SHARD_FILE_PATTERN.match(name))}
 
 
 def feature_shard_table(
@@ -1088,12 +1078,6 @@ def _check_relpath(relpath: str) -> str:
             f"relpath {relpath!r} must be a plain relative path without '.', '..' or '//'"
         )
     return relpath
-
-
-def _check_key(key: str, what: str) -> str:
-    if not isinstance(key, str) or not _KEY_PATTERN.match(key):
-        raise ValueError(f"{what} must match [A-Za-z0-9][A-Za-z0-9._-]*, got {key!r}")
-    return key
 
 
 def _fsync_dir(folder: str) -> None:
