@@ -91,6 +91,7 @@ def bare_loop(extractor, tensors, batch_size: int, device: str) -> dict:
 
 
 def pipeline_run(spec, task_spec, args, workers: int) -> dict:
+    from ray_logme.config import Resources
     from ray_logme.extract import extract
     from ray_logme.storage import FeatureStore
     from ray_logme.tasks import snapshot_task
@@ -106,11 +107,13 @@ def pipeline_run(spec, task_spec, args, workers: int) -> dict:
             {"task": snapshot},
             store,
             "bench",
-            num_workers=workers,
-            gpus_per_worker=1.0 if args.device == "cuda" else 0.0,
-            cpus_per_worker=args.cpus_per_worker,
-            preprocess_cpus=args.preprocess_cpus,
-            batch_size=args.batch_size,
+            resources=Resources(
+                num_workers=workers,
+                gpus_per_worker=1.0 if args.device == "cuda" else 0.0,
+                cpus_per_worker=args.cpus_per_worker,
+                preprocess_cpus=args.preprocess_cpus,
+                batch_size=args.batch_size,
+            ),
             progress=False,
         )
         seconds = time.perf_counter() - start

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from importlib import resources
@@ -30,30 +29,12 @@ def default_config_path() -> Path:
     return Path(str(resources.files("ray_logme") / "configs" / DEFAULT_CONFIG))
 
 
-def connect_ray(address: str | None, num_cpus: int | None) -> None:
-    """Attach to ``address`` / ``RAY_ADDRESS`` if given, else start a small local Ray."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=True)
-    else:
-        ray.init(
-            address="local",
-            num_cpus=num_cpus,
-            include_dashboard=False,
-            configure_logging=True,
-            logging_level=logging.WARNING,
-        )
-
-
 # --------------------------------------------------------------------------------------------
 # refresh
 
 
 def cmd_refresh(args: argparse.Namespace) -> int:
+    from ray_logme.cluster import connect_ray
     from ray_logme.config import RunConfig
     from ray_logme.pipeline import refresh
 
@@ -148,10 +129,14 @@ def _load_features(path: Path, features_column: str, label_column: str):
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from ray_logme.leaderboard import build_leaderboard, filter_models, to_markdown
-    from ray_logme.pipeline import list_runs, load_history
+    from ray_logme.leaderboard import filter_models, to_markdown
+    from ray_logme.pipeline import (
+        build_run_leaderboard,
+        is_finished,
+        list_runs,
+        load_history,
+        load_run,
+    )
 
     store = _store_from_args(args)
     runs = list_runs(store)
@@ -163,7 +148,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
                 f"failed={record.get('num_failed', '?')}"
             )
         return 0
-    finished = [r for r in runs if store.exists(f"runs/{r['run_id']}/scores.parquet")]
+    finished = [r for r in runs if is_finished(store, r["run_id"])]
     if not finished:
         raise RayLogMEError(f"no finished run on {store.uri_of('')}: run `ray-logme refresh` first")
     record = (
@@ -171,23 +156,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     )
     if record is None:
         raise RayLogMEError(f"run {args.run!r} not found or not finished on {store.uri_of('')}")
-    run_id = record["run_id"]
-    scores = store.read_table(f"runs/{run_id}/scores.parquet").to_pandas()
-    models_rel = f"runs/{run_id}/models.parquet"
-    models = store.read_table(models_rel).to_pandas() if store.exists(models_rel) else None
-    if models is not None and "imagenet_top1" not in models:
-        models["imagenet_top1"] = pd.Series([None] * len(models), dtype="float64")
-    from ray_logme.leaderboard import RunRecord
-
-    status_rel = f"runs/{run_id}/status.parquet"
-    status = store.read_table(status_rel).to_pandas() if store.exists(status_rel) else None
-    board = build_leaderboard(
-        scores,
-        models,
-        load_history(store, exclude=run_id),
-        run=RunRecord.from_dict(record),
-        status=status,
-    )
+    run = load_run(store, record["run_id"], record)
+    board = build_run_leaderboard(run, load_history(store, exclude=run.run_id))
     if args.max_params or args.min_throughput or args.max_feature_dim:
         board = filter_models(
             board,

@@ -16,6 +16,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +29,9 @@ from ray_logme.storage import StorageOptions
 from ray_logme.tasks import TaskSpec
 
 DEFAULT_STORE = "./ray-logme-store"
+#: Default batch size (rows) on CPU and on GPU model actors.
+CPU_BATCH_SIZE = 32
+GPU_BATCH_SIZE = 128
 _SUPPORTED_STORE = re.compile(r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?|file://.+|[^:]+)$")
 
 
@@ -77,14 +81,27 @@ class ModelSearch(_Strict):
         ]
 
 
+@dataclass(frozen=True)
+class BatchSizes:
+    """The three batch sizes of the extract stage, resolved (rows)."""
+
+    decode: int  # rows per CPU decode task batch (images -> the model's input pixels)
+    actor: int  # rows handed to a model actor per call
+    forward: int  # rows per forward pass; halves on an out-of-memory error, down to 1
+
+
 class Resources(_Strict):
     """Resources of the extract stage.
 
     ``num_workers`` model actors per model (each holding one copy of the model), each with
     ``gpus_per_worker`` GPUs (fractional for small models; 0 on CPU-only clusters) and
     ``cpus_per_worker`` CPUs. Keep ``num_workers * cpus_per_worker`` below the cluster's CPUs so
-    read and preprocessing tasks still get a CPU (ray issue 44687). ``batch_size`` is per forward
-    pass; ``None`` picks 32 on CPU and 128 on GPU, and an out-of-memory error halves it.
+    read and preprocessing tasks still get a CPU (ray issue 44687).
+
+    Three batch sizes, in rows: ``decode_batch_size`` per CPU decode task,
+    ``actor_batch_size`` per call of a model actor, ``forward_batch_size`` per forward pass (an
+    out-of-memory error halves it). ``batch_size`` is the default of all three; ``None`` picks
+    32 on CPU and 128 on GPU.
     """
 
     num_workers: int = Field(default=1, ge=1)
@@ -92,8 +109,25 @@ class Resources(_Strict):
     cpus_per_worker: float = Field(default=1.0, gt=0.0)
     preprocess_cpus: float = Field(default=0.5, gt=0.0)
     batch_size: int | None = Field(default=None, ge=1)
+    decode_batch_size: int | None = Field(default=None, ge=1)
+    actor_batch_size: int | None = Field(default=None, ge=1)
+    forward_batch_size: int | None = Field(default=None, ge=1)
     max_restarts: int = Field(default=2, ge=0)
     wait_for_actors_s: float = Field(default=600.0, gt=0.0)
+
+    @property
+    def device(self) -> str:
+        """``"cuda"`` when model actors get GPUs, else ``"cpu"``."""
+        return "cuda" if self.gpus_per_worker > 0 else "cpu"
+
+    def batch_sizes(self) -> BatchSizes:
+        """The decode, actor and forward batch sizes with their defaults filled in."""
+        default = self.batch_size or (GPU_BATCH_SIZE if self.device == "cuda" else CPU_BATCH_SIZE)
+        return BatchSizes(
+            decode=self.decode_batch_size or default,
+            actor=self.actor_batch_size or default,
+            forward=self.forward_batch_size or default,
+        )
 
 
 class Outputs(_Strict):

@@ -28,7 +28,6 @@ when complete, and at most once, nothing is duplicated or lost.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -44,18 +43,17 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from ray_logme import __version__, tables
+from ray_logme.config import BatchSizes, Resources
 from ray_logme.errors import FeatureError, ModalityMismatchError, RayLogMEError
 from ray_logme.hub import ModelSpec, ensure_modality, load_extractor, load_preprocessor
-from ray_logme.hub.spec import resolve_package_path
-from ray_logme.hub.timm_hub import PIXELS_UINT8
-from ray_logme.storage import FeatureStore, labels_to_numpy, layout, slug
+from ray_logme.hub.identity import model_key
+from ray_logme.hub.metadata import PIXELS_UINT8
+from ray_logme.storage import FeatureStore, labels_to_numpy, layout
 from ray_logme.tables import MODELS_SCHEMA, STATUS_SCHEMA, ModelRecord, PairStatus  # noqa: F401
 from ray_logme.tasks import TaskSnapshot
 
 logger = logging.getLogger(__name__)
 
-CPU_BATCH_SIZE = 32
-GPU_BATCH_SIZE = 128
 #: Test-only fault injection: path of a marker file; the first model actor batch that finds it
 #: missing creates it and kills its own process (exercises Ray's actor restart).
 FAULT_INJECT_ENV = "RAY_LOGME_FAULT_EXIT_ONCE"
@@ -63,65 +61,6 @@ FAULT_INJECT_ENV = "RAY_LOGME_FAULT_EXIT_ONCE"
 
 # --------------------------------------------------------------------------------------------
 # Keys and status records
-
-
-def model_key(spec: ModelSpec) -> str:
-    """Content key of a model's features: ``{slug(name)}-{sha256[:12]}``, without loading it.
-
-    Hashes the spec (less its free ``tags``), the identity of its weights (the content hash of
-    a local checkpoint file, the name/size/mtime listing of a local model directory, the hub
-    revision otherwise), and the major.minor versions of torch, timm and transformers, so a new
-    library release recomputes features instead of mixing old and new ones.
-    """
-    identity = spec.model_dump(mode="json", exclude={"tags"})
-    identity["weights"] = _weight_identity(spec)
-    identity["libraries"] = _library_versions()
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-    return f"{slug(spec.name.removeprefix('hf-hub:'))}-{digest[:12]}"
-
-
-def _weight_identity(spec: ModelSpec) -> str | None:
-    if spec.checkpoint_path:
-        return _file_sha256(spec.checkpoint_path)
-    local = Path(resolve_package_path(spec.name.removeprefix("local-dir:")))
-    if local.is_dir():
-        # Content hashes, not mtimes: a fresh checkout or a synced copy keeps its key.
-        listing = sorted(
-            (str(p.relative_to(local)), _file_sha256(str(p)))
-            for p in local.rglob("*")
-            if p.is_file() and not p.name.startswith(".")
-        )
-        return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
-    return spec.revision
-
-
-@functools.lru_cache(maxsize=256)
-def _file_sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _file_sha256(path: str) -> str:
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return f"missing:{path}"  # the load then fails with a clear CheckpointError
-    return _file_sha256_cached(path, stat.st_size, stat.st_mtime_ns)
-
-
-def _library_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in ("torch", "timm", "transformers"):
-        try:
-            out[name] = ".".join(version(name).split(".")[:2])
-        except PackageNotFoundError:
-            out[name] = "absent"
-    return out
 
 
 @dataclass
@@ -244,13 +183,13 @@ class ModelActor:
         spec_json: str,
         device: str,
         allow_remote_code: Sequence[str],
-        batch_size: int,
+        forward_batch_size: int,
         store: FeatureStore,
         model_key: str,
         num_threads: int = 1,
     ) -> None:
         self.spec = ModelSpec.model_validate_json(spec_json)
-        self.batch_size = batch_size
+        self.forward_batch_size = forward_batch_size
         self.load_error: str | None = None
         self.feature_dim = 1
         try:
@@ -308,17 +247,19 @@ class ModelActor:
         out = np.empty((rows.size, self.feature_dim), dtype=np.float32)
         start = 0
         while start < rows.size:
-            index = rows[start : start + self.batch_size]
+            index = rows[start : start + self.forward_batch_size]
             try:
                 out[start : start + index.size] = self._forward_rows(batch, index)
             except torch.OutOfMemoryError:
-                if self.batch_size == 1:
+                if self.forward_batch_size == 1:
                     raise
-                self.batch_size = max(1, self.batch_size // 2)
+                self.forward_batch_size = max(1, self.forward_batch_size // 2)
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 logger.warning(
-                    "%s: out of memory, micro-batch halved to %d", self.spec.name, self.batch_size
+                    "%s: out of memory, forward batch halved to %d",
+                    self.spec.name,
+                    self.forward_batch_size,
                 )
                 continue
             start += index.size
@@ -363,35 +304,24 @@ def extract(
     store: FeatureStore,
     run_id: str,
     *,
-    num_workers: int = 1,
-    gpus_per_worker: float = 0.0,
-    cpus_per_worker: float = 1.0,
-    preprocess_cpus: float = 0.5,
-    batch_size: int | None = None,
+    resources: Resources | None = None,
     allow_remote_code: Iterable[str] = (),
-    max_restarts: int = 2,
-    wait_for_actors_s: float = 600.0,
     runtime_env: Mapping[str, Any] | None = None,
     progress: bool = True,
 ) -> ExtractResult:
     """Compute and commit the feature shards of every (model, task) pair; return their status.
 
-    ``snapshots`` maps task name to its :class:`TaskSnapshot`, or to the error that prevented
-    snapshotting it (its pairs are recorded as failed). Shards already committed are skipped.
-    ``runtime_env`` is passed to the model actors (e.g. ``{"env_vars": {"HF_TOKEN": ...}}``);
-    ``wait_for_actors_s`` bounds how long a pool may wait for its first actor (a GPU that never
-    comes fails that model instead of hanging the run).
+    Runs on the Ray cluster the caller connected to. ``snapshots`` maps task name to its
+    :class:`TaskSnapshot`, or to the error that prevented snapshotting it (its pairs are
+    recorded as failed). Shards already committed are skipped. ``resources`` is the config's
+    typed section (workers, GPUs and CPUs per worker, the three batch sizes, restarts,
+    ``wait_for_actors_s``: how long a pool may wait for its first actor, so a GPU that never
+    comes fails that model instead of hanging the run). ``runtime_env`` is passed to the model
+    actors (e.g. ``{"env_vars": {"HF_TOKEN": ...}}``).
     Never raises for a model or task at fault; Ray-level failures that persist after retries are
     recorded against the model whose pipeline they broke.
     """
-    import ray
-
-    allow_remote_code = tuple(allow_remote_code)
-    device = "cuda" if gpus_per_worker > 0 else "cpu"
-    if batch_size is None:
-        batch_size = GPU_BATCH_SIZE if device == "cuda" else CPU_BATCH_SIZE
-    if not ray.is_initialized():
-        ray.init()
+    options = _PipelineOptions.of(resources or Resources(), allow_remote_code, runtime_env)
     result = ExtractResult()
     for position, spec in enumerate(models, start=1):
         key = model_key(spec)
@@ -409,7 +339,7 @@ def extract(
         started = time.perf_counter()
         preprocessor = None
         try:
-            preprocessor = load_preprocessor(spec, allow_remote_code=allow_remote_code)
+            preprocessor = load_preprocessor(spec, allow_remote_code=options.allow_remote_code)
             modality = record.modality = preprocessor.modality
         except Exception as exc:
             for pair in pairs.values():
@@ -436,16 +366,7 @@ def extract(
                     modality,
                     work,
                     store,
-                    device=device,
-                    allow_remote_code=allow_remote_code,
-                    batch_size=batch_size,
-                    num_workers=num_workers,
-                    gpus_per_worker=gpus_per_worker,
-                    cpus_per_worker=cpus_per_worker,
-                    preprocess_cpus=preprocess_cpus,
-                    max_restarts=max_restarts,
-                    wait_for_actors_s=wait_for_actors_s,
-                    runtime_env=runtime_env,
+                    options,
                     progress=progress,
                     label=f"[{position}/{len(models)}] {spec.display_name}",
                 )
@@ -489,30 +410,42 @@ def _plan_pairs(
     return pairs
 
 
+@dataclass(frozen=True)
+class _PipelineOptions:
+    """What every model's pipeline is run with, resolved once from the config."""
+
+    resources: Resources
+    batch_sizes: BatchSizes
+    allow_remote_code: tuple[str, ...]
+    runtime_env: Mapping[str, Any] | None
+
+    @classmethod
+    def of(
+        cls,
+        resources: Resources,
+        allow_remote_code: Iterable[str],
+        runtime_env: Mapping[str, Any] | None,
+    ) -> _PipelineOptions:
+        return cls(resources, resources.batch_sizes(), tuple(allow_remote_code), runtime_env)
+
+
 def _run_model_pipeline(
     spec: ModelSpec,
     key: str,
     modality: str,
     work: list[tuple[PairStatus, TaskSnapshot]],
     store: FeatureStore,
+    options: _PipelineOptions,
     *,
-    device: str,
-    allow_remote_code: tuple[str, ...],
-    batch_size: int,
-    num_workers: int,
-    gpus_per_worker: float,
-    cpus_per_worker: float,
-    preprocess_cpus: float,
-    max_restarts: int,
-    wait_for_actors_s: float,
-    runtime_env: Mapping[str, Any] | None,
     progress: bool,
     label: str,
 ) -> _PipelineTiming:
     """Stream every pending shard of ``work`` through one actor pool of this model."""
     import ray.data
 
-    ray.data.DataContext.get_current().wait_for_min_actors_s = wait_for_actors_s
+    resources, batch_sizes = options.resources, options.batch_sizes
+    allow_remote_code = options.allow_remote_code
+    ray.data.DataContext.get_current().wait_for_min_actors_s = resources.wait_for_actors_s
     spec_json = spec.model_dump_json()
     buffers: dict[str, tuple[PairStatus, TaskSnapshot, int, _ShardBuffer]] = {}
     for pair, snapshot in work:
@@ -538,17 +471,17 @@ def _run_model_pipeline(
         dataset = dataset.map_batches(
             decode_images,
             fn_kwargs={"spec_json": spec_json, "allow_remote_code": allow_remote_code},
-            batch_size=batch_size,
-            num_cpus=preprocess_cpus,
+            batch_size=batch_sizes.decode,
+            num_cpus=resources.preprocess_cpus,
             batch_format="numpy",
         )
     actor_options: dict[str, Any] = {
         # Bounded: an actor that dies on every batch must fail its model, not loop forever
         # (Ray Data's default is unlimited restarts).
-        "max_restarts": max_restarts,
+        "max_restarts": resources.max_restarts,
         "max_task_retries": -1,
     }
-    actor_env = dict(runtime_env or {})
+    actor_env = dict(options.runtime_env or {})
     actor_env["env_vars"] = {**ACTOR_ALLOCATOR_ENV, **dict(actor_env.get("env_vars") or {})}
     actor_options["runtime_env"] = actor_env
     with warnings.catch_warnings():
@@ -558,17 +491,17 @@ def _run_model_pipeline(
             ModelActor,
             fn_constructor_kwargs={
                 "spec_json": spec_json,
-                "device": device,
+                "device": resources.device,
                 "allow_remote_code": list(allow_remote_code),
-                "batch_size": batch_size,
+                "forward_batch_size": batch_sizes.forward,
                 "store": store,
                 "model_key": key,
-                "num_threads": max(1, int(cpus_per_worker)),
+                "num_threads": max(1, int(resources.cpus_per_worker)),
             },
-            compute=ray.data.ActorPoolStrategy(size=num_workers),
-            batch_size=batch_size,
-            num_gpus=gpus_per_worker,
-            num_cpus=cpus_per_worker,
+            compute=ray.data.ActorPoolStrategy(size=resources.num_workers),
+            batch_size=batch_sizes.actor,
+            num_gpus=resources.gpus_per_worker,
+            num_cpus=resources.cpus_per_worker,
             batch_format="numpy",
             **actor_options,
         )

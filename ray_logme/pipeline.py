@@ -1,7 +1,8 @@
 """One refresh of the leaderboard: tasks -> extract -> reduce -> leaderboard, on Ray.
 
 This is what ``jobs/nightly_refresh.py`` and ``ray-logme refresh`` run. Every stage writes its
-table under ``runs/{run_id}/`` on the store; a rerun or ``resume`` of the same run id recomputes
+table under ``runs/{run_id}/`` on the store (:mod:`ray_logme.storage.layout`), and
+:func:`load_run` reads a run back exactly as the refresh built its leaderboard; a rerun or ``resume`` of the same run id recomputes
 nothing that is committed (content-keyed feature shards and score caches), so an interrupted run
 picks up where it stopped and ends with the same leaderboard as an uninterrupted one.
 """
@@ -12,19 +13,27 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
-from ray_logme import __version__
+from ray_logme import __version__, tables
+from ray_logme.cluster import connect_ray
 from ray_logme.config import RunConfig
 from ray_logme.errors import ConfigError, RayLogMEError
 from ray_logme.extract import ExtractResult, extract
-from ray_logme.leaderboard import PastRun, RunRecord, build_leaderboard, write_leaderboard
+from ray_logme.leaderboard import (
+    Leaderboard,
+    PastRun,
+    RunRecord,
+    build_leaderboard,
+    write_leaderboard,
+)
 from ray_logme.reduce import ReducePair, reduce
-from ray_logme.storage import FeatureStore
+from ray_logme.storage import FeatureStore, layout
 from ray_logme.tasks import TaskSnapshot, snapshot_task
 
 logger = logging.getLogger(__name__)
@@ -70,12 +79,11 @@ def refresh(
 ) -> RefreshResult:
     """Run the whole pipeline once (``resume``: continue that run id with the same config).
 
-    Connects to the Ray cluster already initialised, or ``ray.init()`` (``RAY_ADDRESS`` or a new
-    local one). Raises :class:`ConfigError` for a resume whose config changed; model and task
-    failures are recorded, never raised.
+    Uses the Ray cluster this process is connected to, or connects with
+    :func:`ray_logme.cluster.connect_ray` (``RAY_ADDRESS``, else a new local Ray). Raises
+    :class:`ConfigError` for a resume whose config changed; model and task failures are
+    recorded, never raised.
     """
-    import ray
-
     started = time.perf_counter()
     store = open_store(config)
     store.check_access()
@@ -98,45 +106,32 @@ def refresh(
             "state": "running",
             "config": config.model_dump(mode="json"),
         }
-        store.write_text(f"runs/{run_id}/run.json", json.dumps(record, indent=1, sort_keys=True))
+        _write_run_record(store, run_id, record)
     logger.info("run %s: store %s", run_id, store.uri_of(""))
-    if not ray.is_initialized():
-        ray.init()
+    connect_ray()
 
     models = config.resolved_models()
     snapshots = snapshot_tasks(config, store)
-    resources = config.resources
     extracted = extract(
         models,
         snapshots,
         store,
         run_id,
-        num_workers=resources.num_workers,
-        gpus_per_worker=resources.gpus_per_worker,
-        cpus_per_worker=resources.cpus_per_worker,
-        preprocess_cpus=resources.preprocess_cpus,
-        batch_size=resources.batch_size,
+        resources=config.resources,
         allow_remote_code=config.allow_remote_code,
-        max_restarts=resources.max_restarts,
-        wait_for_actors_s=resources.wait_for_actors_s,
         progress=progress,
     )
-    store.write_table(f"runs/{run_id}/status.parquet", extracted.status_table())
-    store.write_table(f"runs/{run_id}/models.parquet", extracted.models_table())
+    status_table = extracted.status_table()
+    models_table = _with_priors(extracted.models_table(), config)
+    store.write_table(layout.run_status(run_id), status_table)
+    store.write_table(layout.run_models(run_id), models_table)
 
     scores = reduce(_reduce_pairs(extracted, snapshots), store, run_id)
-    store.write_table(f"runs/{run_id}/scores.parquet", scores)
+    store.write_table(layout.run_scores(run_id), scores)
 
-    models_df = _with_priors(extracted.models_table().to_pandas(), config, store)
+    run = RunTables(record, scores.to_pandas(), models_table.to_pandas(), status_table.to_pandas())
     history = load_history(store, exclude=run_id, limit=config.outputs.history_runs)
-    board = build_leaderboard(
-        scores.to_pandas(),
-        models_df,
-        history,
-        run=RunRecord.from_dict(record),
-        status=extracted.status_table().to_pandas(),
-    )
-    written = write_leaderboard(board, store, run_id)
+    written = write_leaderboard(build_run_leaderboard(run, history), store, run_id)
 
     failed = [
         (row["model"], row["task"], row["error"] or "")
@@ -149,14 +144,15 @@ def refresh(
         num_pairs=scores.num_rows,
         num_failed=len(failed),
     )
-    store.write_text(f"runs/{run_id}/run.json", json.dumps(record, indent=1, sort_keys=True))
+    _write_run_record(store, run_id, record)
+    latest = layout.LATEST_LEADERBOARD_DIR
     return RefreshResult(
         run_id=run_id,
         store_uri=store.uri_of(""),
-        leaderboard_html=written["leaderboard/index.html"],
-        leaderboard_md=written["leaderboard/summary.md"],
-        scores_uri=store.uri_of(f"runs/{run_id}/scores.parquet"),
-        status_uri=store.uri_of(f"runs/{run_id}/status.parquet"),
+        leaderboard_html=written[layout.leaderboard_file(latest, layout.LEADERBOARD_PAGE_FILE)],
+        leaderboard_md=written[layout.leaderboard_file(latest, layout.LEADERBOARD_SUMMARY_FILE)],
+        scores_uri=store.uri_of(layout.run_scores(run_id)),
+        status_uri=store.uri_of(layout.run_status(run_id)),
         num_pairs=scores.num_rows,
         failed_pairs=failed,
         seconds=time.perf_counter() - started,
@@ -206,8 +202,12 @@ def _reduce_pairs(
     return pairs
 
 
+def _write_run_record(store: FeatureStore, run_id: str, record: Mapping[str, Any]) -> None:
+    store.write_text(layout.run_record(run_id), json.dumps(record, indent=1, sort_keys=True))
+
+
 def _load_run_record(store: FeatureStore, run_id: str) -> dict[str, Any]:
-    relpath = f"runs/{run_id}/run.json"
+    relpath = layout.run_record(run_id)
     if not store.exists(relpath):
         raise ConfigError(
             f"cannot resume run {run_id!r}: {store.uri_of(relpath)} does not exist "
@@ -216,11 +216,42 @@ def _load_run_record(store: FeatureStore, run_id: str) -> dict[str, Any]:
     return json.loads(store.read_text(relpath))
 
 
+# --------------------------------------------------------------------------------------------
+# Reading runs back
+
+
+@dataclass(frozen=True, eq=False)
+class RunTables:
+    """One run's record and stage tables, as its refresh built the leaderboard from them.
+
+    ``scores`` (reduce stage), ``models`` (extract stage plus the ``imagenet_top1`` prior the
+    refresh stored with the run) and ``status`` (extract stage) are pandas DataFrames conformed
+    to :mod:`ray_logme.tables` (columns an older run lacks are added as nulls); ``models`` and
+    ``status`` are ``None`` for a run that did not write them.
+    """
+
+    record: dict[str, Any]
+    scores: pd.DataFrame
+    models: pd.DataFrame | None = None
+    status: pd.DataFrame | None = None
+
+    @property
+    def run_id(self) -> str:
+        return str(self.record["run_id"])
+
+    @property
+    def run_record(self) -> RunRecord:
+        return RunRecord.from_dict(self.record)
+
+
 def list_runs(store: FeatureStore) -> list[dict[str, Any]]:
     """Run records on the store, newest first (by timestamp)."""
     records = []
-    for name in store.list_dir("runs"):
-        relpath = f"runs/{name}/run.json"
+    for name in store.list_dir(layout.RUNS_DIR):
+        try:
+            relpath = layout.run_record(name)
+        except ValueError:  # not a run folder
+            continue
         if store.exists(relpath):
             try:
                 records.append(json.loads(store.read_text(relpath)))
@@ -231,44 +262,80 @@ def list_runs(store: FeatureStore) -> list[dict[str, Any]]:
     )
 
 
+def is_finished(store: FeatureStore, run_id: str) -> bool:
+    """Whether ``run_id`` got as far as writing its scores table."""
+    return store.exists(layout.run_scores(run_id))
+
+
+def load_run(
+    store: FeatureStore, run_id: str, record: Mapping[str, Any] | None = None
+) -> RunTables:
+    """The record and tables of one finished run (``record``: its ``run.json``, if already read).
+
+    Raises :class:`RayLogMEError` naming the store when the run does not exist or has no
+    scores table yet.
+    """
+    if record is None:
+        relpath = layout.run_record(run_id)
+        if not store.exists(relpath):
+            raise RayLogMEError(f"run {run_id!r} not found on {store.uri_of('')}")
+        record = json.loads(store.read_text(relpath))
+    if not is_finished(store, run_id):
+        raise RayLogMEError(f"run {run_id!r} on {store.uri_of('')} has no scores table yet")
+
+    def optional(relpath: str, table: tables.StageTable) -> pd.DataFrame | None:
+        if not store.exists(relpath):
+            return None
+        return table.conform(store.read_table(relpath), store.uri_of(relpath)).to_pandas()
+
+    scores_relpath = layout.run_scores(run_id)
+    scores = tables.SCORES.conform(store.read_table(scores_relpath), store.uri_of(scores_relpath))
+    return RunTables(
+        dict(record),
+        scores.to_pandas(),
+        optional(layout.run_models(run_id), tables.MODELS),
+        optional(layout.run_status(run_id), tables.STATUS),
+    )
+
+
 def load_history(store: FeatureStore, exclude: str | None = None, limit: int = 30) -> list[PastRun]:
     """Earlier runs that finished scoring, newest first, as the leaderboard takes them."""
     history = []
     for record in list_runs(store):
-        if record.get("run_id") == exclude:
+        run_id = record.get("run_id")
+        if run_id == exclude or not run_id or not is_finished(store, run_id):
             continue
-        run_dir = f"runs/{record['run_id']}"
-        if not store.exists(f"{run_dir}/scores.parquet"):
-            continue
-        models_rel = f"{run_dir}/models.parquet"
-        history.append(
-            PastRun(
-                RunRecord.from_dict(record),
-                store.read_table(f"{run_dir}/scores.parquet").to_pandas(),
-                store.read_table(models_rel).to_pandas() if store.exists(models_rel) else None,
-            )
-        )
+        run = load_run(store, run_id, record)
+        history.append(PastRun(run.run_record, run.scores, run.models))
         if len(history) >= limit:
             break
     return history
 
 
-def _with_priors(models: pd.DataFrame, config: RunConfig, store: FeatureStore) -> pd.DataFrame:
-    """Add the optional ``imagenet_top1`` prior column from the CSV the config points to."""
+def build_run_leaderboard(run: RunTables, history: Sequence[PastRun]) -> Leaderboard:
+    """The leaderboard of ``run`` against ``history`` (what the refresh publishes)."""
+    return build_leaderboard(
+        run.scores, run.models, list(history), run=run.run_record, status=run.status
+    )
+
+
+def _with_priors(models: pa.Table, config: RunConfig) -> pa.Table:
+    """The models table with the ``imagenet_top1`` prior filled from the config's CSV (if any)."""
     path = config.outputs.imagenet_top1_csv
     if not path:
-        models["imagenet_top1"] = pd.Series([None] * len(models), dtype="float64")
         return models
     try:
         priors = pd.read_csv(path)
     except OSError as exc:
         raise ConfigError(f"outputs.imagenet_top1_csv: cannot read {path}: {exc}") from None
-    missing = {"model", "imagenet_top1"} - set(priors.columns)
+    missing = {"model", tables.PRIOR_COLUMN} - set(priors.columns)
     if missing:
         raise ConfigError(
             f"outputs.imagenet_top1_csv: {path} lacks column(s) {sorted(missing)}; "
             "it needs model,imagenet_top1"
         )
-    lookup = dict(zip(priors["model"], priors["imagenet_top1"], strict=False))
-    models["imagenet_top1"] = [lookup.get(name) for name in models["model"]]
-    return models
+    lookup = dict(zip(priors["model"], priors[tables.PRIOR_COLUMN], strict=False))
+    values = [lookup.get(name) for name in models.column("model").to_pylist()]
+    values = [None if value is None or pd.isna(value) else float(value) for value in values]
+    index = models.schema.get_field_index(tables.PRIOR_COLUMN)
+    return models.set_column(index, tables.PRIOR_COLUMN, pa.array(values, type=pa.float64()))

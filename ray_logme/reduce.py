@@ -9,10 +9,10 @@ Scores are cached on the store under ``scores/{metric}/{model_key}/{task_key}.js
 name exactly the features scored, so a pair whose features did not change is not recomputed by
 a later run (its row says ``cached``).
 
-Metrics plug in through a small interface (:class:`StreamingMetric`): a metric either streams from
-mergeable statistics (LogME; H-score would too) or, later, needs a bounded, seeded sample of rows
-(NLEEP, kNN) — a ``SampleMetric`` with ``score(features, labels, kind)`` would get one Ray task
-reading at most ``max_rows`` rows. Only LogME is registered now.
+Metrics come from the registry in :mod:`ray_logme.metrics.registry` (a
+:class:`~ray_logme.metrics.StreamingMetric` streams from mergeable statistics; LogME is registered
+as ``"logme"``). A metric that needs a bounded, seeded sample of rows (NLEEP, kNN) would get a
+sample-based path beside the streaming one.
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ import time
 import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from ray_logme.errors import RayLogMEError
-from ray_logme.metrics import LogMEStats
+from ray_logme.metrics import METRICS, LogMEMetric, StreamingMetric, get_metric  # noqa: F401
 from ray_logme.storage import FeatureStore, layout
 from ray_logme.tables import SCORES, SCORES_SCHEMA, ScoreRow  # noqa: F401  (re-exported)
 
@@ -39,38 +39,6 @@ logger = logging.getLogger(__name__)
 CHUNK_ROWS = 8192
 #: Shards per Ray task; pairs with more shards are split and their statistics tree-merged.
 SHARDS_PER_TASK = 16
-
-
-class StreamingMetric(Protocol):
-    """A transferability metric computed from mergeable statistics of (features, labels)."""
-
-    name: str
-
-    def new_stats(self, kind: str) -> Any:
-        """Empty statistics with ``update(features, labels)`` and ``merge(other)``."""
-
-    def score(self, stats: Any) -> tuple[float, dict[str, Any]]:
-        """The score (higher = better transfer) and JSON-able details."""
-
-
-class LogMEMetric:
-    """LogME (You et al., ICML 2021): mean per-target max log evidence per sample."""
-
-    name = "logme"
-
-    def new_stats(self, kind: str) -> LogMEStats:
-        return LogMEStats(kind=kind)
-
-    def score(self, stats: LogMEStats) -> tuple[float, dict[str, Any]]:
-        value = float(stats.logme())
-        return value, {
-            "num_samples": int(stats.n),
-            "feature_dim": int(stats.feature_dim),
-            "num_targets": int(stats.num_targets),
-        }
-
-
-METRICS: dict[str, StreamingMetric] = {"logme": LogMEMetric()}
 
 
 @dataclass(frozen=True)
@@ -105,7 +73,7 @@ def stats_of_shards(
     chunk_rows: int = CHUNK_ROWS,
 ) -> Any:
     """Statistics of some shards of one pair, streamed chunk by chunk (memory O(chunk x d + d^2))."""
-    stats = METRICS[metric].new_stats(kind)
+    stats = get_metric(metric).new_stats(kind)
     for features, labels in store.iter_feature_chunks(
         model_key, task_key, max_rows=chunk_rows, shard_indices=list(shard_indices)
     ):
@@ -122,7 +90,7 @@ def _merge_stats(*parts: Any) -> Any:
 
 
 def _score_stats(stats: Any, metric: str) -> tuple[float, dict[str, Any]]:
-    return METRICS[metric].score(stats)
+    return get_metric(metric).score(stats)
 
 
 def reduce(
@@ -137,6 +105,7 @@ def reduce(
 ) -> pa.Table:
     """Score every pair with every metric; returns the scores table (also cached per pair).
 
+    Runs on the Ray cluster the caller connected to.
     Pairs that failed extraction get a ``failed`` row carrying the extract error. A pair whose
     scoring raises fails its own row only.
     """
@@ -145,8 +114,6 @@ def reduce(
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise ValueError(f"unknown metric(s) {unknown}; available: {sorted(METRICS)}")
-    if not ray.is_initialized():
-        ray.init()
     shard_stats = ray.remote(num_cpus=1, max_retries=3)(stats_of_shards)
     merge = ray.remote(num_cpus=1, max_retries=3)(_merge_stats)
     score = ray.remote(num_cpus=1, max_retries=3)(_score_stats)

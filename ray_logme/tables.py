@@ -97,6 +97,7 @@ class ModelRecord:
     error: str | None = None
     tags: str = "{}"
     metadata: str = "{}"
+    imagenet_top1: float | None = None  # source-accuracy prior (refresh, optional CSV)
 
 
 @dataclass
@@ -211,6 +212,8 @@ MODELS = StageTable(
             ("error", pa.string()),
             ("tags", pa.string()),
             ("metadata", pa.string()),
+            # the optional source-accuracy prior, added by the refresh from the config's CSV
+            ("imagenet_top1", pa.float64()),
         ]
     ),
     required=("model",),

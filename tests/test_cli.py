@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import re
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -105,7 +107,11 @@ def test_refresh_then_leaderboard_queries(ray_cluster, tmp_path, capsys):
         "tasks": [{"name": "digits", "uri": "sklearn:digits", "max_samples": 60}],
         "resources": {"cpus_per_worker": 0.5},
         "run_id": "cli-run",
+        "outputs": {"imagenet_top1_csv": str(tmp_path / "priors.csv")},
     }
+    (tmp_path / "priors.csv").write_text(
+        "model,imagenet_top1\ntest_vit [random-init],61.25\ntest_resnet [random-init],72.5\n"
+    )
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     assert main(["refresh", "--config", str(path), "--no-progress"]) == 0
@@ -113,12 +119,21 @@ def test_refresh_then_leaderboard_queries(ray_cluster, tmp_path, capsys):
     html = re.search(r"leaderboard: (\S+)", out).group(1)
     assert html == str(store / "leaderboard" / "index.html")
 
+    # The leaderboard command shows exactly what the refresh published, priors included.
+    assert main(["leaderboard", "--store", str(store)]) == 0
+    assert capsys.readouterr().out == (store / "leaderboard" / "summary.md").read_text() + "\n"
+    published = pd.read_csv(store / "leaderboard" / "overall.csv")
+    priors = dict(zip(published["model"], published["imagenet_top1"], strict=True))
+    assert priors == {"test_vit [random-init]": 61.25, "test_resnet [random-init]": 72.5}
+
     assert main(["leaderboard", "--store", str(store), "--runs"]) == 0
     assert capsys.readouterr().out.startswith("cli-run ")
 
     assert main(["leaderboard", "--store", str(store), "--format", "csv"]) == 0
     full = capsys.readouterr().out
     assert "test_vit [random-init]" in full and "test_resnet [random-init]" in full
+    shown = pd.read_csv(io.StringIO(full))
+    assert dict(zip(shown["model"], shown["imagenet_top1"], strict=True)) == priors
 
     # test_vit has ~306k parameters, test_resnet ~373k: a 350k budget keeps only test_vit.
     assert main(["leaderboard", "--store", str(store), "--max-params", "350k"]) == 0

@@ -16,6 +16,7 @@ import torch
 from hub_helpers import save_tiny_vit
 from transformers import BertConfig, BertModel
 
+from ray_logme.config import Resources
 from ray_logme.extract import FAULT_INJECT_ENV, extract, model_key
 from ray_logme.hub import ModelSpec, load_extractor
 from ray_logme.storage import FeatureStore, list_files
@@ -71,8 +72,7 @@ def setup(ray_cluster, s3_server, hf_vit_dir, hf_bert_dir):
         snapshots,
         store,
         "run-1",
-        batch_size=16,
-        preprocess_cpus=0.5,
+        resources=Resources(batch_size=16, preprocess_cpus=0.5),
         progress=False,
     )
     return store, snapshots, good, bad, result
@@ -170,7 +170,9 @@ def test_rerun_skips_committed_shards_and_does_no_forward(setup):
         for snapshot in snapshots.values()
         for path, etag in _etags(store, model_key(spec), snapshot.task_key).items()
     }
-    again = extract(good, snapshots, store, "run-2", batch_size=16, progress=False)
+    again = extract(
+        good, snapshots, store, "run-2", resources=Resources(batch_size=16), progress=False
+    )
     assert again.forward_rows == 0
     assert all(p.state == "ok" and p.shards_computed == 0 for p in again.pairs)
     assert all(p.shards_done == p.shards_total for p in again.pairs)
@@ -203,7 +205,7 @@ def test_actor_killed_on_its_first_batch_is_restarted_without_duplicates(
         {"digits": snapshot},
         store,
         "run-fault",
-        batch_size=16,
+        resources=Resources(batch_size=16),
         runtime_env={"env_vars": {FAULT_INJECT_ENV: str(marker)}},
         progress=False,
     )
@@ -252,10 +254,10 @@ def test_out_of_memory_halves_the_micro_batch_and_keeps_the_features(tmp_path):
         }
     )
     assert (out["error"] == "").all()
-    assert actor.batch_size == 4 and actor.extractor.calls[:3] == [12, 8, 4]
+    assert actor.forward_batch_size == 4 and actor.extractor.calls[:3] == [12, 8, 4]
     np.testing.assert_allclose(out["features"], expected, rtol=1e-4, atol=1e-5)
     # At batch size 1 an OOM fails the rows with a message, it does not kill the actor.
-    actor.extractor, actor.batch_size = _AlwaysOOM(), 1
+    actor.extractor, actor.forward_batch_size = _AlwaysOOM(), 1
     out = actor({"path": np.array(["s"]), "row_id": np.arange(1), "pixel_values": pixels[:1]})
     assert "forward pass failed" in out["error"][0] and "out of memory" in out["error"][0]
 

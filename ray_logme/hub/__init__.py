@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ray_logme.hub.metadata import ModelMetadata, ensure_modality, fingerprint_of
+from ray_logme.hub.metadata import PIXELS_UINT8, ModelMetadata, ensure_modality, fingerprint_of
+from ray_logme.hub.registry import HUBS, HubAdapter, hub_adapter, register_hub
 from ray_logme.hub.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -26,14 +27,19 @@ if TYPE_CHECKING:
     from ray_logme.hub.base import FeatureExtractor, Preprocessor
 
 __all__ = [
+    "HUBS",
+    "PIXELS_UINT8",
     "FeatureExtractor",
+    "HubAdapter",
     "ModelMetadata",
     "ModelSpec",
     "Preprocessor",
     "ensure_modality",
     "fingerprint_of",
+    "hub_adapter",
     "load_extractor",
     "load_preprocessor",
+    "register_hub",
 ]
 
 
@@ -45,13 +51,7 @@ def load_preprocessor(spec: ModelSpec, allow_remote_code: Iterable[str] = ()) ->
     (subclasses of ``ModelLoadError``) like ``load_extractor`` would; pass the run config's
     ``allow_remote_code`` for models that need their repo's code.
     """
-    if spec.hub == "timm":
-        from ray_logme.hub.timm_hub import load_timm_preprocessor
-
-        return load_timm_preprocessor(spec)
-    from ray_logme.hub.hf_hub import load_hf_preprocessor
-
-    return load_hf_preprocessor(spec, allow_remote_code=tuple(allow_remote_code))
+    return hub_adapter(spec.hub).load_preprocessor(spec, tuple(allow_remote_code))
 
 
 def load_extractor(
@@ -69,13 +69,7 @@ def load_extractor(
     ``extractor(batch)`` -> ``float32[n, d]``, ``.extract(inputs)``, ``.metadata``.
     Errors are ``ModelLoadError`` subclasses, so a run can record them per model and go on.
     """
-    if spec.hub == "timm":
-        from ray_logme.hub.timm_hub import load_timm_extractor
-
-        return load_timm_extractor(spec, device=device)
-    from ray_logme.hub.hf_hub import load_hf_extractor
-
-    return load_hf_extractor(spec, device=device, allow_remote_code=tuple(allow_remote_code))
+    return hub_adapter(spec.hub).load_extractor(spec, device, tuple(allow_remote_code))
 
 
 def __getattr__(name: str) -> Any:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import hashlib
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -20,13 +19,13 @@ import numpy as np
 import torch
 
 from ray_logme.errors import CheckpointError, ModelLoadError
+from ray_logme.hub.identity import sha256_of_files  # noqa: F401  (adapters import it here)
 from ray_logme.hub.metadata import ModelMetadata
 
 logger = logging.getLogger(__name__)
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt", ".pkl")
-_HASH_CHUNK_BYTES = 8 << 20
 
 
 class Preprocessor(Protocol):
@@ -78,33 +77,6 @@ def seeded_init(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
-
-
-def sha256_of_files(paths: Sequence[Path], root: Path | None = None) -> str:
-    """sha256 hex of weight/model files.
-
-    One file: the sha256 of its content (what ``sha256sum`` prints). Several: sha256 over each
-    file's name (relative to ``root``, else its base name) and content, in sorted name order.
-    """
-    digest = hashlib.sha256()
-    if len(paths) == 1:
-        _update_with_file(digest, paths[0])
-        return digest.hexdigest()
-
-    def name_of(path: Path) -> str:
-        return path.relative_to(root).as_posix() if root else path.name
-
-    for path in sorted(paths, key=name_of):
-        digest.update(name_of(path).encode("utf-8") + b"\0")
-        _update_with_file(digest, path)
-        digest.update(b"\0")
-    return digest.hexdigest()
-
-
-def _update_with_file(digest: Any, path: Path) -> None:
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK_BYTES):
-            digest.update(chunk)
 
 
 def hub_commit_of(path: str | os.PathLike) -> str | None:

@@ -46,6 +46,7 @@ from ray_logme.hub.base import (
     seeded_init,
     sha256_of_files,
 )
+from ray_logme.hub.download import hub_download
 from ray_logme.hub.images import to_rgb_images
 from ray_logme.hub.metadata import ModelMetadata, fingerprint_of, to_json_able
 from ray_logme.hub.spec import ModelSpec, resolve_package_path
@@ -93,7 +94,15 @@ def resolve_source(spec: ModelSpec, allow_remote_code: tuple[str, ...] = ()) -> 
     elif spec.name.startswith((".", "/", "~")) or os.path.isabs(spec.name):
         raise CheckpointError(f"Hugging Face model {spec.name!r}: local folder not found")
     else:
-        config_path = Path(_hub_download(spec, "config.json"))
+        config_path = Path(
+            hub_download(
+                f"Hugging Face model {spec.name!r}",
+                spec.name,
+                "config.json",
+                spec.revision,
+                offline_error=UnknownModelError,
+            )
+        )
         location, is_local = spec.name, False
         revision = hub_commit_of(config_path) or spec.revision
     try:
@@ -138,39 +147,6 @@ def resolve_source(spec: ModelSpec, allow_remote_code: tuple[str, ...] = ()) -> 
         modality=_modality(spec, config, model_type, native),
         trust_remote_code=trust,
     )
-
-
-def _hub_download(spec: ModelSpec, filename: str) -> str:
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        HFValidationError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    try:
-        return hf_hub_download(spec.name, filename, revision=spec.revision)
-    except (RepositoryNotFoundError, HFValidationError) as exc:
-        raise UnknownModelError(
-            f"Hugging Face model {spec.name!r} is neither a local folder nor a Hub repo: {exc}"
-        ) from exc
-    except RevisionNotFoundError as exc:
-        raise UnknownModelError(
-            f"Hugging Face model {spec.name!r}: revision {spec.revision!r} not found"
-        ) from exc
-    except LocalEntryNotFoundError as exc:
-        raise UnknownModelError(
-            f"Hugging Face model {spec.name!r} is not a local folder and not in the Hugging Face cache, "
-            f"and the Hub cannot be reached (offline?); check the name or pre-fetch it: {exc}"
-        ) from exc
-    except EntryNotFoundError as exc:
-        raise CheckpointError(f"Hugging Face model {spec.name!r} has no {filename}: {exc}") from exc
-    except OSError as exc:
-        raise CheckpointError(
-            f"Hugging Face model {spec.name!r}: could not fetch {filename}: {exc}"
-        ) from exc
 
 
 def _check_remote_code(

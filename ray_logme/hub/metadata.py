@@ -20,6 +20,11 @@ MODALITIES: tuple[str, ...] = ("image", "text")
 # (pooling code, input conversion), so stale cached features get a new content key.
 FEATURE_CODE_VERSION = 1
 
+#: Batch key of resized, cropped, not yet normalised pixels ``uint8[n, C, H, W]``: what the
+#: extract stage ships from its CPU workers to the model (4x fewer bytes than float32); the
+#: extractor scales and normalises them on its device, as timm's own GPU prefetcher does.
+PIXELS_UINT8 = "pixel_values_uint8"
+
 
 def fingerprint_of(identity: dict[str, Any]) -> str:
     """sha256 hex digest of a JSON-able dict, independent of key order and process.

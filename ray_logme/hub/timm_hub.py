@@ -46,8 +46,9 @@ from ray_logme.hub.base import (
     seeded_init,
     sha256_of_files,
 )
+from ray_logme.hub.download import hub_download
 from ray_logme.hub.images import to_rgb_images
-from ray_logme.hub.metadata import ModelMetadata, fingerprint_of, to_json_able
+from ray_logme.hub.metadata import PIXELS_UINT8, ModelMetadata, fingerprint_of, to_json_able
 from ray_logme.hub.spec import PACKAGE_PREFIX, ModelSpec, resolve_package_path
 
 logger = logging.getLogger(__name__)
@@ -60,10 +61,6 @@ _SAFE_ALTERNATIVES = {
     "open_clip_pytorch_model.bin": "open_clip_model.safetensors",
 }
 _PROBE_IMAGE = np.full((32, 32, 3), 127, dtype=np.uint8)
-#: Batch key of resized, cropped, not yet normalised pixels ``uint8[n, C, H, W]``: what the
-#: extract stage ships from its CPU workers to the model (4x fewer bytes than float32); the
-#: extractor scales and normalises them on its device, as timm's own GPU prefetcher does.
-PIXELS_UINT8 = "pixel_values_uint8"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +92,7 @@ def resolve_source(spec: ModelSpec) -> TimmSource:
         repo = name.split(":", 1)[1]
         repo, _, name_revision = repo.partition("@")
         revision = spec.revision or name_revision or None
-        config_path = _hub_download(spec, repo, "config.json", revision, is_model_repo=True)
+        config_path = hub_download(f"timm model {spec.name!r}", repo, "config.json", revision)
         source = _local_dir_source(spec, Path(config_path).parent)
         return dataclasses.replace(source, kind="hf-hub", hub_repo=repo, hub_revision=revision)
     if any(sep in name for sep in ("/", "\\")):
@@ -171,59 +168,6 @@ def _local_dir_source(spec: ModelSpec, folder: Path) -> TimmSource:
             f"timm {timm.__version__}; closest: {closest_timm_names(architecture)}"
         )
     return TimmSource("local-dir", f"{_LOCAL_PREFIX}{folder}", architecture, local_dir=folder)
-
-
-def _hub_download(
-    spec: ModelSpec, repo: str, filename: str, revision: str | None, is_model_repo: bool
-) -> str:
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        HFValidationError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    try:
-        return hf_hub_download(repo, filename, revision=revision)
-    except RepositoryNotFoundError as exc:
-        error = UnknownModelError if is_model_repo else CheckpointError
-        raise error(
-            f"timm model {spec.name!r}: Hugging Face repo {repo!r} not found: {exc}"
-        ) from exc
-    except RevisionNotFoundError as exc:
-        raise UnknownModelError(
-            f"timm model {spec.name!r}: revision {revision!r} not found in {repo!r}"
-        ) from exc
-    except HFValidationError as exc:
-        raise UnknownModelError(
-            f"timm model {spec.name!r}: {repo!r} is not a valid repo id: {exc}"
-        ) from exc
-    except EntryNotFoundError as exc:
-        if isinstance(
-            exc, LocalEntryNotFoundError
-        ):  # offline / not cached, not "missing on the Hub"
-            raise CheckpointError(
-                f"timm model {spec.name!r}: {filename!r} of {repo!r} is not in the Hugging Face cache "
-                f"{_hub_cache_hint()} and the Hub cannot be reached (offline?): {exc}"
-            ) from exc
-        raise CheckpointError(
-            f"timm model {spec.name!r}: {repo!r} has no file {filename!r}"
-        ) from exc
-    except (
-        OSError
-    ) as exc:  # offline and not cached, connection errors (HfHubHTTPError is an OSError)
-        raise CheckpointError(
-            f"timm model {spec.name!r}: could not fetch {filename!r} of {repo!r} from the Hugging Face "
-            f"Hub (offline, or not in the cache {_hub_cache_hint()}): {exc}"
-        ) from exc
-
-
-def _hub_cache_hint() -> str:
-    from huggingface_hub import constants
-
-    return repr(str(constants.HF_HUB_CACHE))
 
 
 class TimmPreprocessor:
@@ -473,7 +417,11 @@ def _download_hub_weights(
     last_error: CheckpointError | None = None
     for candidate in candidates:
         try:
-            return Path(_hub_download(spec, repo, candidate, revision, is_model_repo=False))
+            return Path(
+                hub_download(
+                    f"timm model {spec.name!r}", repo, candidate, revision, is_model_repo=False
+                )
+            )
         except CheckpointError as exc:
             last_error = exc
     hint = "" if spec.allow_pickle else " (pickle weights are only tried with allow_pickle: true)"

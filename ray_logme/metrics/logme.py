@@ -46,6 +46,7 @@ from ray_logme.metrics.evidence import (
     spectral_weights,
     spectral_weights_from_rows,
 )
+from ray_logme.metrics.registry import register_metric
 
 logger = logging.getLogger(__name__)
 
@@ -655,3 +656,22 @@ def _blocks(chunks: list[np.ndarray], dim: int | None):
     for chunk in chunks:
         for start in range(0, chunk.shape[0], step):
             yield np.asarray(chunk[start : start + step], dtype=np.float64)
+
+
+@register_metric
+class LogMEMetric:
+    """LogME (You et al., ICML 2021) as a registered metric: mean per-target maximum log
+    evidence per sample, from streamed :class:`LogMEStats`."""
+
+    name = "logme"
+
+    def new_stats(self, kind: str) -> LogMEStats:
+        return LogMEStats(kind=kind)
+
+    def score(self, stats: LogMEStats) -> tuple[float, dict[str, Any]]:
+        value = float(stats.logme())
+        return value, {
+            "num_samples": int(stats.n),
+            "feature_dim": int(stats.feature_dim),
+            "num_targets": int(stats.num_targets),
+        }
