@@ -62,3 +62,8 @@ def save_tiny_vit(folder: Path, seed: int, **processor_kwargs) -> Path:
     ViTModel(config).save_pretrained(folder)
     ViTImageProcessor(size={"height": 32, "width": 32}, **processor_kwargs).save_pretrained(folder)
     return folder
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each row of ``a`` with the same row of ``b``: ``float[n]``."""
+    return (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))

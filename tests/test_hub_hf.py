@@ -13,7 +13,7 @@ import huggingface_hub.constants
 import numpy as np
 import pytest
 import torch
-from hub_helpers import add_to_hub_cache, random_rgb, save_tiny_vit
+from hub_helpers import add_to_hub_cache, cosine_rows, random_rgb, save_tiny_vit
 from PIL import Image
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
@@ -692,10 +692,6 @@ def test_fingerprints_are_the_same_in_another_process():
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-def _cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-
-
 @needs_cuda
 @pytest.mark.parametrize("fixture", ["bert_dir", "vit_dir", "gpt2_dir"])
 def test_cuda_auto_dtype_weights_and_features(fixture, request):
@@ -709,6 +705,6 @@ def test_cuda_auto_dtype_weights_and_features(fixture, request):
     inputs = TEXTS if gpu.modality == "text" else [random_rgb(seed) for seed in range(6)]
     on_gpu, on_cpu = gpu.extract(inputs), cpu.extract(inputs)
     assert on_gpu.dtype == np.float32 and np.isfinite(on_gpu).all()
-    assert _cosine_rows(on_gpu, on_cpu).min() > 0.99
+    assert cosine_rows(on_gpu, on_cpu).min() > 0.99
     one_by_one = np.concatenate([gpu.extract([item]) for item in inputs])
-    assert _cosine_rows(one_by_one, on_gpu).min() > 0.995
+    assert cosine_rows(one_by_one, on_gpu).min() > 0.995

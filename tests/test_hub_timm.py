@@ -13,7 +13,7 @@ import pytest
 import safetensors.torch
 import timm
 import torch
-from hub_helpers import add_to_hub_cache, encode, random_rgb
+from hub_helpers import add_to_hub_cache, cosine_rows, encode, random_rgb
 from PIL import Image
 
 from ray_logme.errors import (
@@ -565,10 +565,6 @@ def test_modality_check_names_model_and_task():
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-def _cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-
-
 @needs_cuda
 @pytest.mark.parametrize("name", ["convnext_atto", "vit_tiny_patch16_224", "resnet18"])
 def test_cuda_autocast_channels_last_matches_cpu(name):
@@ -583,9 +579,9 @@ def test_cuda_autocast_channels_last_matches_cpu(name):
     images = [random_rgb(seed) for seed in range(8)]
     on_gpu, on_cpu = gpu.extract(images), cpu.extract(images)
     assert on_gpu.dtype == np.float32 and np.isfinite(on_gpu).all()
-    assert _cosine_rows(on_gpu, on_cpu).min() > 0.99
+    assert cosine_rows(on_gpu, on_cpu).min() > 0.99
     one_by_one = np.concatenate([gpu.extract([image]) for image in images])
-    assert _cosine_rows(one_by_one, on_gpu).min() > 0.995
+    assert cosine_rows(one_by_one, on_gpu).min() > 0.995
     exact = load_extractor(spec.model_copy(update={"dtype": "float32"}), device="cuda")
     assert exact.metadata.dtype == "float32"
-    assert _cosine_rows(exact.extract(images), on_cpu).min() > 0.9999
+    assert cosine_rows(exact.extract(images), on_cpu).min() > 0.9999
