@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ray_logme.hub.spec import ModelSpec, resolve_package_path
+from ray_logme.hub.spec import PACKAGE_PREFIX, ModelSpec, resolve_package_path
 
 _HASH_CHUNK_BYTES = 8 << 20
 
@@ -56,23 +56,95 @@ def _file_sha256_cached(path: str, size: int, mtime_ns: int) -> str:
 
 def file_sha256(path: str) -> str:
     """sha256 hex of one file's content, cached per (path, size, mtime) in this process;
-    ``missing:{path}`` when it does not exist (its load then fails with a clear error)."""
+    ``missing`` when it does not exist (its load then fails with a clear error). Raises
+    :class:`~ray_logme.errors.CheckpointError` naming the file when it cannot be read."""
+    from ray_logme.errors import CheckpointError
+
     try:
-        stat = os.stat(path)
+        info = os.stat(path)
     except OSError:
-        return f"missing:{path}"
-    return _file_sha256_cached(path, stat.st_size, stat.st_mtime_ns)
+        return "missing"
+    try:
+        return _file_sha256_cached(path, info.st_size, info.st_mtime_ns)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path!r} to hash it: {exc.strerror or exc}") from None
 
 
 def model_key(spec: ModelSpec) -> str:
-    """Content key of a model's features: ``{slug(name)}-{sha256[:12]}``, without loading it."""
+    """Content key of a model's features: ``{slug(name)}-{sha256[:12]}``, without loading it.
+
+    Weights on the local filesystem (a ``checkpoint_path``, a model folder given by its path)
+    are keyed by their content, not their path: moving or copying a folder keeps its key. Raises
+    :class:`~ray_logme.errors.CheckpointError` for a local folder too large to hash (see
+    :data:`MAX_FOLDER_FILES`).
+    """
     from ray_logme.storage import slug
 
-    identity = spec.model_dump(mode="json", exclude={"tags"})
+    identity = spec.identity()
+    local = local_model_dir(spec)
+    if local is not None and not spec.name.startswith(PACKAGE_PREFIX):
+        identity["name"] = LOCAL_DIR_NAME
+    if spec.checkpoint_path:
+        identity["checkpoint_path"] = LOCAL_FILE_NAME
+    identity["weights"] = weight_identity(spec)
+    identity["libraries"] = library_versions()
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    return f"{slug(_key_name(spec, local))}-{digest[:12]}"
+
+
+def legacy_model_key(spec: ModelSpec) -> str:
+    """The key of ray-logme 0.1.0, which hashed local paths (a store written by it keeps its
+    features: see :func:`resolve_model_key`)."""
+    from ray_logme.storage import slug
+
+    identity = spec.model_dump(mode="json", exclude={"tags", "label"})
     identity["weights"] = weight_identity(spec)
     identity["libraries"] = library_versions()
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     return f"{slug(spec.name.removeprefix('hf-hub:'))}-{digest[:12]}"
+
+
+def resolve_model_key(spec: ModelSpec, has_features: Any = None) -> str:
+    """:func:`model_key`, or the 0.1.0 key of a local-path model when only that key has
+    features on the store (``has_features(key) -> bool``), so an existing store is not
+    re-extracted after the upgrade."""
+    key = model_key(spec)
+    if has_features is None or (local_model_dir(spec) is None and not spec.checkpoint_path):
+        return key
+    if spec.name.startswith(PACKAGE_PREFIX) and not spec.checkpoint_path:
+        return key  # pkg: names were already path-free
+    legacy = legacy_model_key(spec)
+    if legacy != key and not has_features(key) and has_features(legacy):
+        return legacy
+    return key
+
+
+#: What a local path becomes in the hashed identity (the content hash carries the weights).
+LOCAL_DIR_NAME = "<local model folder>"
+LOCAL_FILE_NAME = "<local checkpoint file>"
+
+
+def _key_name(spec: ModelSpec, local: Path | None) -> str:
+    """The readable part of the key: the model's name, or a local folder's own name."""
+    if local is not None and not spec.name.startswith(PACKAGE_PREFIX):
+        return local.name or "local"
+    return spec.name.removeprefix("hf-hub:")
+
+
+def local_model_dir(spec: ModelSpec) -> Path | None:
+    """The local folder ``spec.name`` names (a path, ``local-dir:path`` or ``pkg:...``), else
+    ``None`` (a registry name or Hub repo id)."""
+    try:
+        local = Path(os.path.expanduser(resolve_package_path(spec.name.removeprefix("local-dir:"))))
+    except Exception:  # an uninstalled pkg: package fails the model's load, not its key
+        return None
+    return local if local.is_dir() else None
+
+
+#: Bounds on hashing a local model folder: a model folder holds a few files; a name that
+#: points at ``/`` or ``/proc`` must fail that model quickly, not hang the run.
+MAX_FOLDER_FILES = 10_000
+MAX_FOLDER_BYTES = 256 << 30
 
 
 def weight_identity(spec: ModelSpec) -> str | None:
@@ -80,16 +152,67 @@ def weight_identity(spec: ModelSpec) -> str | None:
     listing hash (content, not mtimes: a fresh checkout or a synced copy keeps its key), or the
     hub revision (``None``: the hub's default)."""
     if spec.checkpoint_path:
-        return file_sha256(spec.checkpoint_path)
-    local = Path(resolve_package_path(spec.name.removeprefix("local-dir:")))
-    if local.is_dir():
+        return file_sha256(os.path.expanduser(spec.checkpoint_path))
+    local = local_model_dir(spec)
+    if local is not None:
         listing = sorted(
-            (str(p.relative_to(local)), file_sha256(str(p)))
-            for p in local.rglob("*")
-            if p.is_file() and not p.name.startswith(".")
+            (path.relative_to(local).as_posix(), file_sha256(str(path)))
+            for path in folder_files(local, what=f"model {spec.name!r}")
         )
         return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
     return spec.revision
+
+
+def folder_files(
+    folder: Path,
+    *,
+    what: str,
+    max_files: int | None = None,
+    max_bytes: int | None = None,
+) -> list[Path]:
+    """The regular files below ``folder`` (hidden ones and symbolic links skipped), bounded.
+
+    Raises :class:`~ray_logme.errors.CheckpointError` naming ``what`` and the folder when it
+    holds more than ``max_files`` files or ``max_bytes`` bytes (default :data:`MAX_FOLDER_FILES`,
+    :data:`MAX_FOLDER_BYTES`), or cannot be listed.
+    """
+    import stat
+
+    from ray_logme.errors import CheckpointError
+
+    max_files = MAX_FOLDER_FILES if max_files is None else max_files
+    max_bytes = MAX_FOLDER_BYTES if max_bytes is None else max_bytes
+    files: list[Path] = []
+    total = 0
+
+    def refuse(reason: str) -> CheckpointError:
+        return CheckpointError(
+            f"{what}: local folder {str(folder)!r} {reason}; give the folder that holds the "
+            "model's own files (config and weights)"
+        )
+
+    def fail(error: OSError) -> None:
+        raise refuse(f"cannot be read ({error.strerror or error})")
+
+    for root, dirs, names in os.walk(folder, onerror=fail, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            if name.startswith("."):
+                continue
+            path = Path(root) / name
+            try:
+                info = path.lstat()
+            except OSError as exc:
+                raise refuse(f"has an unreadable file {name!r} ({exc.strerror})") from None
+            if not stat.S_ISREG(info.st_mode):
+                continue
+            files.append(path)
+            total += info.st_size
+            if len(files) > max_files:
+                raise refuse(f"holds more than {max_files} files")
+            if total > max_bytes:
+                raise refuse(f"holds more than {max_bytes >> 30} GiB")
+    return files
 
 
 def library_versions() -> dict[str, str]:

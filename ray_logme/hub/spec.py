@@ -54,8 +54,6 @@ class ModelSpec(BaseModel):
     a Hugging Face repo id or a local directory written by ``save_pretrained`` for ``hub: hf``.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     hub: Hub
     name: str = Field(min_length=1)
     revision: str | None = None
@@ -85,6 +83,11 @@ class ModelSpec(BaseModel):
     """timm only: extra keyword arguments for ``timm.create_model`` (e.g. ``img_size: 384``)."""
     tags: dict[str, str] = Field(default_factory=dict)
     """Free labels carried to the leaderboard (family, licence, owner, ...)."""
+    label: str | None = Field(default=None, alias="display_name", min_length=1, max_length=200)
+    """``display_name:`` in YAML: the model's name in every table, instead of the generated
+    one. Display only: it does not change the model's content key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     @field_validator("name")
     @classmethod
@@ -144,11 +147,17 @@ class ModelSpec(BaseModel):
 
     @property
     def display_name(self) -> str:
-        """Short human name for tables and logs: ``name[@revision]`` plus non-default qualifiers.
+        """The model's name in every table and log: ``display_name`` when the spec sets one,
+        else ``name[@revision]`` plus a qualifier for each setting that changes its features.
 
-        e.g. ``convnext_tiny.fb_in22k``, ``org/model@v2``, ``resnet18 [random-init]``,
-        ``resnet50 [ckpt:ft.safetensors]``, ``bert-base-uncased [cls]``.
+        Specs at their defaults get their plain name; e.g. ``convnext_tiny.fb_in22k``,
+        ``org/model@v2``, ``resnet18 [random-init]``, ``resnet50 [ckpt:a/ft.safetensors]``,
+        ``bert-base-uncased [cls]``, ``all-MiniLM-L6-v2 [max_length=64]``,
+        ``vit_base [float32, img_size=384]``. Two specs that compute different features never
+        share a name unless a ``display_name`` says so (the config refuses that).
         """
+        if self.label is not None:
+            return self.label
         label = self.name if self.revision is None else f"{self.name}@{self.revision}"
         qualifiers = []
         if not self.pretrained:
@@ -156,12 +165,22 @@ class ModelSpec(BaseModel):
                 "random-init" if self.init_seed == 0 else f"random-init:{self.init_seed}"
             )
         if self.checkpoint_path is not None:
-            qualifiers.append(
-                f"ckpt:{self.checkpoint_path.replace(chr(92), '/').rsplit('/', 1)[-1]}"
-            )
+            parts = self.checkpoint_path.replace(chr(92), "/").rstrip("/").split("/")
+            qualifiers.append(f"ckpt:{'/'.join(parts[-2:])}")
         if self.pooling != "default":
             qualifiers.append(self.pooling)
+        if self.dtype != "auto":
+            qualifiers.append(self.dtype)
+        if self.max_length is not None:
+            qualifiers.append(f"max_length={self.max_length}")
+        for key, value in sorted(self.timm_kwargs.items()):
+            qualifiers.append(f"{key}={json.dumps(value, sort_keys=True, separators=(',', ':'))}")
         return f"{label} [{', '.join(qualifiers)}]" if qualifiers else label
+
+    def identity(self) -> dict[str, Any]:
+        """What determines this spec's features, as JSON: every field but the display-only
+        ``tags`` and ``display_name``. Two specs with the same identity are the same model."""
+        return self.model_dump(mode="json", exclude={"tags", "label"})
 
 
 PACKAGE_PREFIX = "pkg:"
