@@ -51,8 +51,10 @@ from ray_logme.storage import layout
 from ray_logme.storage.layout import (  # noqa: F401  (re-exported: older import paths)
     SHARD_FILE_PATTERN,
     check_key,
+    content_key,
     shard_file_name,
     shard_indices,
+    slug,
 )
 
 logger = logging.getLogger(__name__)
@@ -71,25 +73,6 @@ FEATURE_ROW_GROUP_BYTES = 8 << 20
 _MAX_SINGLE_PUT_BYTES = 5 * (1 << 30)
 _SECRET_ENV_VARS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
 _ACCESS_KEY_ID_PATTERN = re.compile(r"\b(?:AKIA|ASIA|AIDA|AROA)[A-Z0-9]{12,}\b")
-
-
-# --------------------------------------------------------------------------------------------
-# Keys
-
-
-def slug(name: str, max_length: int = 48) -> str:
-    """A lower-case ``[a-z0-9-]`` rendering of ``name`` for keys (``"timm/ResNet-18.a1"`` -> ``"timm-resnet-18-a1"``)."""
-    text = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-    return text[:max_length].rstrip("-") or "x"
-
-
-def content_key(name: str, digest: str) -> str:
-    """``{slug(name)}-{digest[:12]}``: the ``model_key`` / ``task_key`` of docs/design.md."""
-    if len(digest) < 12 or not re.fullmatch(r"[0-9a-f]+", digest):
-        raise ValueError(
-            f"content_key needs a hex digest of at least 12 characters, got {digest!r}"
-        )
-    return f"{slug(name)}-{digest[:12]}"
 
 
 # --------------------------------------------------------------------------------------------
