@@ -45,7 +45,8 @@ LEADERBOARD_SUBDIR = "leaderboard"
 LEADERBOARD_SUMMARY_FILE = "summary.md"
 LEADERBOARD_PAGE_FILE = "index.html"
 
-#: ``part-{shard:05d}.parquet``: task and feature shards.
+#: ``part-{shard:05d}.parquet``: committed task and feature shards; temporary files start with a
+#: dot and never match.
 SHARD_FILE_PATTERN = re.compile(r"^part-(\d+)\.parquet$")
 _KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
