@@ -1,9 +1,10 @@
-"""Shared test fixtures: a real S3-compatible server on loopback and one local Ray cluster.
+"""Shared test fixtures: a real S3-compatible server on loopback, one local Ray cluster, and an
+empty feature store (``store``) on a local folder or that server.
 
-Both are session-scoped: the moto server starts in under a second, Ray in 5-10 s, and every test
-that needs them shares the same instance. The S3 endpoint and credentials are exported as the
-standard AWS environment variables *before* Ray starts, so Ray workers reach the same server
-through the same pyarrow/boto3 code paths as AWS (see ../shared/RAY_NOTES.md).
+The server and the cluster are session-scoped: the moto server starts in under a second, Ray in
+5-10 s, and every test that needs them shares the same instance. The S3 endpoint and credentials
+are exported as the standard AWS environment variables *before* Ray starts, so Ray workers reach
+the same server through the same pyarrow/boto3 code paths as AWS (see ../shared/RAY_NOTES.md).
 """
 
 from __future__ import annotations
@@ -14,8 +15,12 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from ray_logme.storage import FeatureStore
 
 # Nothing may download at test time: make every hub client fail fast instead of hanging.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -114,6 +119,17 @@ def s3_server() -> Iterator[S3Server]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path) -> FeatureStore:
+    """An empty store on a local folder or in a fresh bucket of the moto server."""
+    from ray_logme.storage import FeatureStore
+
+    if request.param == "local":
+        return FeatureStore(str(tmp_path / "store"))
+    s3 = request.getfixturevalue("s3_server")
+    return FeatureStore(f"s3://{s3.new_bucket()}/feature-store")
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,7 @@
-"""Tests of ray_logme/storage.py against local folders and the moto S3 server (conftest)."""
+"""Tests of ray_logme/storage/ against local folders and the moto S3 server (conftest).
+
+The ``store`` fixture (local folder or moto bucket) is in conftest.py.
+"""
 
 from __future__ import annotations
 
@@ -36,15 +39,6 @@ MODEL_KEY = "resnet-abcdef123456"
 TASK_KEY = "digits-0123456789ab"
 SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYzz-SECRET"
 ACCESS_KEY_ID = "AKIAZZZZEXAMPLE00042"
-
-
-@pytest.fixture(params=["local", "s3"])
-def store(request, tmp_path) -> FeatureStore:
-    """An empty store on a local folder or in a fresh bucket of the moto server."""
-    if request.param == "local":
-        return FeatureStore(str(tmp_path / "store"))
-    s3 = request.getfixturevalue("s3_server")
-    return FeatureStore(f"s3://{s3.new_bucket()}/feature-store")
 
 
 def _shard_arrays(num_rows: int, feature_dim: int, seed: int, first_row: int = 0):

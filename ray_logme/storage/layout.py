@@ -16,7 +16,9 @@ owner. All paths are relative to the store root, use ``/`` and are what
     runs/{run_id}/leaderboard/...                             that run's leaderboard files
     leaderboard/...                                           the latest leaderboard
 
-Keys (``task_key``, ``model_key``, metric names, run ids) are validated here: one path segment of
+Keys are named and validated here too. :func:`content_key` names a model or task by its content
+(``{slug(name)}-{digest[:12]}``); changing it would orphan every existing store. Every key
+(``task_key``, ``model_key``, metric names, run ids) is checked to be one path segment of
 ``[A-Za-z0-9][A-Za-z0-9._-]*``, so no key can climb out of its folder. Pure string functions, no I/O.
 """
 
@@ -43,9 +45,26 @@ LEADERBOARD_SUBDIR = "leaderboard"
 LEADERBOARD_SUMMARY_FILE = "summary.md"
 LEADERBOARD_PAGE_FILE = "index.html"
 
-#: ``part-{shard:05d}.parquet``: task and feature shards.
+#: ``part-{shard:05d}.parquet``: committed task and feature shards; temporary files start with a
+#: dot and never match.
 SHARD_FILE_PATTERN = re.compile(r"^part-(\d+)\.parquet$")
 _KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+# -- keys ------------------------------------------------------------------------------------
+def slug(name: str, max_length: int = 48) -> str:
+    """A lower-case ``[a-z0-9-]`` rendering of ``name`` for keys (``"timm/ResNet-18.a1"`` -> ``"timm-resnet-18-a1"``)."""
+    text = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return text[:max_length].rstrip("-") or "x"
+
+
+def content_key(name: str, digest: str) -> str:
+    """``{slug(name)}-{digest[:12]}``: the ``model_key`` / ``task_key`` of docs/design.md."""
+    if len(digest) < 12 or not re.fullmatch(r"[0-9a-f]+", digest):
+        raise ValueError(
+            f"content_key needs a hex digest of at least 12 characters, got {digest!r}"
+        )
+    return f"{slug(name)}-{digest[:12]}"
 
 
 def check_key(key: str, what: str) -> str:
@@ -55,6 +74,7 @@ def check_key(key: str, what: str) -> str:
     return key
 
 
+# -- shard files -----------------------------------------------------------------------------
 def shard_file_name(shard_index: int) -> str:
     """``part-{shard_index:05d}.parquet``."""
     import numpy as np
