@@ -29,6 +29,8 @@ from ray_logme.storage import StorageOptions
 from ray_logme.tasks import TaskSpec
 
 DEFAULT_STORE = "./ray-logme-store"
+#: A fixed run id is one folder name on the store (see ray_logme.storage.layout).
+RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 #: Default batch size (rows) on CPU and on GPU model actors.
 CPU_BATCH_SIZE = 32
 GPU_BATCH_SIZE = 128
@@ -151,7 +153,7 @@ class RunConfig(_Strict):
     tasks: tuple[TaskSpec, ...]
     resources: Resources = Field(default_factory=Resources)
     allow_remote_code: tuple[str, ...] = ()
-    run_id: Literal["timestamp"] | str = "timestamp"
+    run_id: Literal["timestamp"] | str = Field(default="timestamp", pattern=RUN_ID_PATTERN)
     outputs: Outputs = Field(default_factory=Outputs)
 
     @field_validator("store")
@@ -159,6 +161,11 @@ class RunConfig(_Strict):
     def _check_store(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("store must be a local folder or an s3://bucket/prefix URI")
+        if uri_has_credentials(value):
+            raise ValueError(
+                f"{redact_uri(value)!r} has credentials in the URI; remove them and use the AWS "
+                "credential chain (environment, AWS_PROFILE or an instance role) instead"
+            )
         scheme = value.split("://", 1)[0] if "://" in value else None
         if scheme not in (None, "s3", "file"):
             raise ValueError(
@@ -179,6 +186,7 @@ class RunConfig(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"task names must be unique; repeated: {', '.join(dupes)}")
+        _check_unique_models(self.models)
         for spec in self.models:
             if spec.trust_remote_code and spec.name not in self.allow_remote_code:
                 raise ValueError(
@@ -187,19 +195,28 @@ class RunConfig(_Strict):
                 )
         return self
 
-    def resolved_models(self) -> list[ModelSpec]:
-        """Explicit models, then the expanded ``model_search`` entries, without duplicates.
+    @model_validator(mode="after")
+    def _check_no_credentials(self) -> RunConfig:
+        _refuse_credentials(self)
+        return self
 
-        Two entries are duplicates when they would compute the same features (same spec apart
-        from ``tags``): the same architecture pretrained and random-init are two models.
+    def resolved_models(self) -> list[ModelSpec]:
+        """The listed models, then the expanded ``model_search`` entries.
+
+        A search result that computes the same features as a listed model (same spec apart
+        from ``tags`` and ``display_name``), or that would share a listed model's name, is
+        dropped: the listed entry wins. Search results are unique among themselves.
         """
-        seen: set[str] = set()
-        result: list[ModelSpec] = []
-        for spec in [*self.models, *(s for search in self.model_search for s in search.expand())]:
-            key = spec.model_dump_json(exclude={"tags"})
-            if key not in seen:
-                seen.add(key)
-                result.append(spec)
+        result = list(self.models)
+        seen = {_identity_json(spec) for spec in result}
+        taken = {spec.display_name for spec in result}
+        for spec in (s for search in self.model_search for s in search.expand()):
+            identity = _identity_json(spec)
+            if identity in seen or spec.display_name in taken:
+                continue
+            seen.add(identity)
+            taken.add(spec.display_name)
+            result.append(spec)
         return result
 
     def config_hash(self) -> str:
@@ -224,7 +241,9 @@ class RunConfig(_Strict):
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
         try:
-            node = yaml.compose(text)
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            if node is not None:
+                _check_yaml_node(node, str(path))
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: invalid YAML: {exc}") from None
@@ -237,6 +256,66 @@ class RunConfig(_Strict):
             return cls.model_validate(dict(data))
         except ValidationError as exc:
             raise ConfigError(_format_errors(exc, str(path), lines)) from None
+
+
+#: A config is a few hundred YAML nodes; aliases may not blow it up past this many.
+MAX_CONFIG_NODES = 100_000
+
+
+def _check_yaml_node(root: yaml.Node, source: str) -> None:
+    """Refuse what YAML accepts but a config must not have: a key given twice in one mapping
+    (YAML silently keeps the last), and aliases that expand the document past
+    :data:`MAX_CONFIG_NODES` nodes or refer to themselves (an "alias bomb")."""
+    sizes: dict[int, int] = {}
+    in_progress: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children = _yaml_children(node)
+        if children_done:
+            in_progress.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes[id(child)] for child in children)
+            if sizes[id(node)] > MAX_CONFIG_NODES:
+                raise ConfigError(
+                    f"{source}:{node.start_mark.line + 1}: aliases expand the config past "
+                    f"{MAX_CONFIG_NODES} YAML nodes; write the config out without them"
+                )
+            continue
+        if id(node) in in_progress:
+            raise ConfigError(
+                f"{source}:{node.start_mark.line + 1}: a YAML alias refers to itself; remove it"
+            )
+        in_progress.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first_line: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if isinstance(key_node, yaml.ScalarNode):
+                    line = key_node.start_mark.line + 1
+                    if key_node.value in first_line:
+                        raise ConfigError(
+                            f"{source}:{line}: key {key_node.value!r} is given twice (also on "
+                            f"line {first_line[key_node.value]}); YAML would keep only the last: "
+                            "merge them into one"
+                        )
+                    first_line[key_node.value] = line
+        stack.append((node, True))
+        for child in children:
+            if id(child) in in_progress and id(child) not in sizes:
+                raise ConfigError(
+                    f"{source}:{child.start_mark.line + 1}: a YAML alias refers to itself; "
+                    "remove it"
+                )
+            stack.append((child, False))
+
+
+def _yaml_children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
 
 
 def _key_lines(node: yaml.Node, prefix: tuple = ()) -> dict[tuple, int]:
@@ -277,3 +356,61 @@ def _format_errors(exc: ValidationError, source: str, lines: dict[tuple, int]) -
 
 def _is_union_tag(part: object) -> bool:
     return isinstance(part, str) and ("[" in part or part.startswith("function-"))
+
+
+def _identity_json(spec: ModelSpec) -> str:
+    return json.dumps(spec.identity(), sort_keys=True, default=str)
+
+
+def _check_unique_models(models: tuple[ModelSpec, ...]) -> None:
+    """Refuse two listed models that are the same model, or that would share a name."""
+    by_identity: dict[str, int] = {}
+    by_name: dict[str, int] = {}
+    for index, spec in enumerate(models):
+        identity = _identity_json(spec)
+        if identity in by_identity:
+            raise ValueError(
+                f"models.{index} ({spec.display_name!r}) repeats models.{by_identity[identity]}: "
+                "the same model with the same settings; list each model once"
+            )
+        name = spec.display_name
+        if name in by_name:
+            raise ValueError(
+                f"models.{index} and models.{by_name[name]} are different models with the same "
+                f"name {name!r}; give one of them a display_name"
+            )
+        by_identity[identity] = by_name[name] = index
+
+
+_URI_WITH_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://(?P<userinfo>[^/@]*)@")
+
+
+def uri_has_credentials(uri: str) -> bool:
+    """Whether ``uri`` carries a user name or password (``s3://KEY:SECRET@bucket/...``)."""
+    return bool(_URI_WITH_USERINFO.match(uri.strip()))
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` with its user-info part replaced by ``***`` (safe to print)."""
+    return _URI_WITH_USERINFO.sub(lambda m: f"{m.group('scheme')}://***@", uri.strip(), count=1)
+
+
+def _refuse_credentials(config: RunConfig) -> None:
+    """No URI of the config may carry credentials: they would be stored in ``run.json``."""
+    places = [
+        ("store", config.store),
+        ("outputs.imagenet_top1_csv", config.outputs.imagenet_top1_csv),
+    ]
+    places += [(f"tasks.{i}.uri", task.uri) for i, task in enumerate(config.tasks)]
+    places += [(f"models.{i}.name", spec.name) for i, spec in enumerate(config.models)]
+    places += [
+        (f"models.{i}.checkpoint_path", spec.checkpoint_path)
+        for i, spec in enumerate(config.models)
+    ]
+    for key, value in places:
+        if isinstance(value, str) and uri_has_credentials(value):
+            raise ValueError(
+                f"{key}: {redact_uri(value)!r} has credentials in the URI; remove them and use the "
+                "AWS credential chain (environment, AWS_PROFILE or an instance role) instead: "
+                "run records store the config"
+            )

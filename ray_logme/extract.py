@@ -46,7 +46,7 @@ from ray_logme import __version__, tables
 from ray_logme.config import BatchSizes, Resources
 from ray_logme.errors import FeatureError, ModalityMismatchError, RayLogMEError
 from ray_logme.hub import ModelSpec, ensure_modality, load_extractor, load_preprocessor
-from ray_logme.hub.identity import model_key
+from ray_logme.hub.identity import resolve_model_key
 from ray_logme.hub.metadata import PIXELS_UINT8
 from ray_logme.storage import FeatureStore, labels_to_numpy, layout
 from ray_logme.tables import MODELS_SCHEMA, STATUS_SCHEMA, ModelRecord, PairStatus  # noqa: F401
@@ -324,19 +324,26 @@ def extract(
     options = _PipelineOptions.of(resources or Resources(), allow_remote_code, runtime_env)
     result = ExtractResult()
     for position, spec in enumerate(models, start=1):
-        key = model_key(spec)
         logger.info("extract: model %d/%d: %s", position, len(models), spec.display_name)
+        started = time.perf_counter()
         record = ModelRecord(
             run_id=run_id,
             model=spec.display_name,
-            model_key=key,
+            model_key="",
             hub=spec.hub,
             tags=json.dumps(spec.tags, sort_keys=True),
         )
+        result.models.append(record)
+        try:  # resolving and keying the model is this model's own work: it fails only itself
+            key = record.model_key = resolve_model_key(spec, _has_features(store))
+        except Exception as exc:
+            pairs = _unkeyed_pairs(spec, snapshots, run_id, exc, traceback.format_exc())
+            result.pairs.extend(pairs.values())
+            _finish_model_record(record, pairs.values(), store, time.perf_counter() - started)
+            logger.error("%s: %s", spec.display_name, next(iter(pairs.values())).error)
+            continue
         pairs = _plan_pairs(spec, key, snapshots, store, run_id)
         result.pairs.extend(pairs.values())
-        result.models.append(record)
-        started = time.perf_counter()
         preprocessor = None
         try:
             preprocessor = load_preprocessor(spec, allow_remote_code=options.allow_remote_code)
@@ -384,6 +391,28 @@ def extract(
             record.rows_computed,
         )
     return result
+
+
+def _has_features(store: FeatureStore):
+    """``key -> bool``: whether the store holds any feature shards of model ``key``."""
+    return lambda key: bool(store.list_dir(layout.model_features_dir(key)))
+
+
+def _unkeyed_pairs(
+    spec: ModelSpec,
+    snapshots: Mapping[str, TaskSnapshot | RayLogMEError],
+    run_id: str,
+    exc: Exception,
+    tb: str,
+) -> dict[str, PairStatus]:
+    """Failed pairs of a model that could not even be resolved (so it has no key)."""
+    message = f"model failed to load: {_short_error(exc)}"
+    pairs = {}
+    for task_name, snapshot in snapshots.items():
+        task_key = snapshot.task_key if isinstance(snapshot, TaskSnapshot) else ""
+        pairs[task_name] = PairStatus(run_id, spec.display_name, "", task_name, task_key)
+        pairs[task_name].fail(message, tb)
+    return pairs
 
 
 def _plan_pairs(
@@ -670,7 +699,7 @@ def _finish_model_record(
     forward_seconds = sum(p.seconds for p in pairs if p.rows_computed)
     if record.rows_computed and forward_seconds > 0:
         record.throughput = record.rows_computed / forward_seconds
-    meta = _read_model_json(store, record.model_key)
+    meta = _read_model_json(store, record.model_key) if record.model_key else None
     if meta:
         record.metadata = json.dumps(meta, sort_keys=True)
         record.num_params = meta.get("num_params")

@@ -17,8 +17,9 @@ from hub_helpers import save_tiny_vit
 from transformers import BertConfig, BertModel
 
 from ray_logme.config import Resources
-from ray_logme.extract import FAULT_INJECT_ENV, extract, model_key
+from ray_logme.extract import FAULT_INJECT_ENV, extract
 from ray_logme.hub import ModelSpec, load_extractor
+from ray_logme.hub.identity import model_key
 from ray_logme.storage import FeatureStore, list_files
 from ray_logme.tasks import TaskSpec, snapshot_task
 

@@ -110,6 +110,11 @@ def task_shard(task_key: str, shard_index: int) -> str:
 
 
 # -- features and models ---------------------------------------------------------------------
+def model_features_dir(model_key: str) -> str:
+    """``features/{model_key}``: the feature shards of one model, one folder per task."""
+    return f"{FEATURES_DIR}/{check_key(model_key, 'model_key')}"
+
+
 def feature_dir(model_key: str, task_key: str) -> str:
     """``features/{model_key}/{task_key}``: the feature shards of one (model, task) pair."""
     return f"{FEATURES_DIR}/{check_key(model_key, 'model_key')}/{check_key(task_key, 'task_key')}"
