@@ -34,6 +34,7 @@ from ray_logme.tasks.builtin import (
     BuiltinTask,
     _builtin_table_cached,  # noqa: F401  (tests clear its cache)
     builtin_table,
+    register_builtin_task,
 )
 from ray_logme.tasks.plan import stratified_quotas
 from ray_logme.tasks.snapshot import iter_task_shards, read_task, snapshot_task, task_info
@@ -52,6 +53,7 @@ __all__ = [
     "builtin_table",
     "iter_task_shards",
     "read_task",
+    "register_builtin_task",
     "snapshot_task",
     "stratified_quotas",
     "task_info",

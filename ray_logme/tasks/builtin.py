@@ -1,9 +1,24 @@
 """Built-in tasks: small labelled tables generated in-process, so a run needs no download.
 
-:data:`BUILTIN_TASKS` maps each URI (``sklearn:...`` or ``builtin:...``) to its
-:class:`BuiltinTask`: columns, modality, kind and a ``version`` that enters every task
-revision. :func:`builtin_table` builds a task's table once per process, deterministically (fixed
-seeds). scikit-learn and PIL are imported only when a table is built.
+Each built-in task is one table-building function registered under its URI with
+:func:`register_builtin_task`, which records the task's columns, modality, kind and ``version``
+(part of every task revision: bump it when the table changes) in :data:`BUILTIN_TASKS`, the
+registry every lookup goes through. :func:`builtin_table` builds a task's table once per process,
+deterministically (fixed seeds). scikit-learn and PIL are imported only when a table is built.
+
+Adding one::
+
+    @register_builtin_task(
+        "builtin:squares",
+        description="...",
+        input_column="image",
+        label_column="side",
+        modality="image",
+        kind="regression",
+        version=1,
+        columns=("image", "side", "fold"),
+    )
+    def _squares_table() -> pa.Table: ...
 """
 
 from __future__ import annotations
@@ -11,13 +26,17 @@ from __future__ import annotations
 import functools
 import io
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 
 from ray_logme.errors import TaskError
+
+BUILTIN_URI_PATTERN = re.compile(r"^(sklearn|builtin):")
+"""URIs that name a built-in task (a :class:`~ray_logme.tasks.spec.TaskSpec` looks them up)."""
 
 
 @dataclass(frozen=True)
@@ -32,61 +51,74 @@ class BuiltinTask:
     kind: Literal["classification", "regression"]
     version: int
     columns: tuple[str, ...]
+    #: builds the full table (called once per process, through :func:`builtin_table`)
+    build: Callable[[], pa.Table] = field(repr=False, compare=False)
 
 
-BUILTIN_TASKS: dict[str, BuiltinTask] = {
-    task.uri: task
-    for task in (
-        BuiltinTask(
-            uri="sklearn:digits",
-            description="scikit-learn's 1,797 handwritten digits, 8x8 grey upscaled x4 to 32x32 PNG; 10 classes",
-            input_column="image",
-            label_column="label",
-            modality="image",
-            kind="classification",
-            version=1,
-            columns=("image", "label", "fold"),
-        ),
-        BuiltinTask(
-            uri="builtin:discs",
-            description="600 32x32 grey PNGs of one soft-edged disc on noise; regress radius "
-            "(or center_x, center_y, brightness)",
-            input_column="image",
-            label_column="radius",
-            modality="image",
-            kind="regression",
-            version=1,
-            columns=("image", "radius", "center_x", "center_y", "brightness", "fold"),
-        ),
-        BuiltinTask(
-            uri="builtin:topics",
-            description="800 template sentences on 4 topics (sports, cooking, astronomy, finance)",
-            input_column="text",
-            label_column="label",
-            modality="text",
-            kind="classification",
-            version=1,
-            columns=("text", "label", "fold"),
-        ),
-    )
-}
-"""Built-in tasks by URI. Every one has a ``fold`` column (row index mod 5) for filter examples."""
+BUILTIN_TASKS: dict[str, BuiltinTask] = {}
+"""Built-in tasks by URI, in registration order; filled by :func:`register_builtin_task`.
+Every one has a ``fold`` column (row index mod 5) for filter examples."""
+
+
+def register_builtin_task(
+    uri: str,
+    *,
+    description: str,
+    input_column: str,
+    label_column: str,
+    modality: Literal["image", "text"],
+    kind: Literal["classification", "regression"],
+    version: int,
+    columns: tuple[str, ...],
+) -> Callable[[Callable[[], pa.Table]], Callable[[], pa.Table]]:
+    """Decorator: register the decorated function as the table builder of built-in task ``uri``.
+
+    ``uri`` must match :data:`BUILTIN_URI_PATTERN` and be new; ``input_column`` and
+    ``label_column`` must be among ``columns`` (the table's columns, ``fold`` included). The
+    function is returned unchanged.
+    """
+    if not BUILTIN_URI_PATTERN.match(uri):
+        raise ValueError(f"built-in task URI {uri!r} must start with 'sklearn:' or 'builtin:'")
+    if uri in BUILTIN_TASKS:
+        raise ValueError(f"built-in task {uri!r} is already registered")
+    missing = [column for column in (input_column, label_column) if column not in columns]
+    if missing:
+        raise ValueError(f"built-in task {uri!r}: columns {list(columns)} lack {missing}")
+
+    def register(build: Callable[[], pa.Table]) -> Callable[[], pa.Table]:
+        BUILTIN_TASKS[uri] = BuiltinTask(
+            uri=uri,
+            description=description,
+            input_column=input_column,
+            label_column=label_column,
+            modality=modality,
+            kind=kind,
+            version=version,
+            columns=tuple(columns),
+            build=build,
+        )
+        return build
+
+    return register
+
+
+def builtin_task(uri: str) -> BuiltinTask:
+    """The registered built-in task of ``uri``; :class:`TaskError` naming the known ones if none."""
+    task = BUILTIN_TASKS.get(uri)
+    if task is None:
+        raise TaskError(f"unknown built-in task {uri!r}: known are {sorted(BUILTIN_TASKS)}")
+    return task
 
 
 def builtin_table(uri: str) -> pa.Table:
     """The full table of a built-in task (cached per process)."""
-    if uri not in BUILTIN_TASKS:
-        raise TaskError(f"unknown built-in task {uri!r}: known are {sorted(BUILTIN_TASKS)}")
+    builtin_task(uri)
     return _builtin_table_cached(uri)
 
 
 @functools.cache
 def _builtin_table_cached(uri: str) -> pa.Table:
-    if uri == "sklearn:digits":
-        return _digits_table()
-    if uri == "builtin:discs":
-        return _discs_table()
-    return _topics_table()
+    return BUILTIN_TASKS[uri].build()
 
 
 def _png_bytes(pixels: np.ndarray) -> bytes:
@@ -98,6 +130,16 @@ def _png_bytes(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+@register_builtin_task(
+    "sklearn:digits",
+    description="scikit-learn's 1,797 handwritten digits, 8x8 grey upscaled x4 to 32x32 PNG; 10 classes",
+    input_column="image",
+    label_column="label",
+    modality="image",
+    kind="classification",
+    version=1,
+    columns=("image", "label", "fold"),
+)
 def _digits_table() -> pa.Table:
     from sklearn.datasets import load_digits
 
@@ -114,6 +156,17 @@ def _digits_table() -> pa.Table:
     )
 
 
+@register_builtin_task(
+    "builtin:discs",
+    description="600 32x32 grey PNGs of one soft-edged disc on noise; regress radius "
+    "(or center_x, center_y, brightness)",
+    input_column="image",
+    label_column="radius",
+    modality="image",
+    kind="regression",
+    version=1,
+    columns=("image", "radius", "center_x", "center_y", "brightness", "fold"),
+)
 def _discs_table(num_rows: int = 600, size: int = 32) -> pa.Table:
     rng = np.random.default_rng(20240601)
     radius = rng.uniform(3.0, 12.0, num_rows)
@@ -211,6 +264,16 @@ _TOPIC_TEMPLATES: dict[str, tuple[tuple[str, ...], dict[str, tuple[str, ...]]]] 
 }
 
 
+@register_builtin_task(
+    "builtin:topics",
+    description="800 template sentences on 4 topics (sports, cooking, astronomy, finance)",
+    input_column="text",
+    label_column="label",
+    modality="text",
+    kind="classification",
+    version=1,
+    columns=("text", "label", "fold"),
+)
 def _topics_table(rows_per_topic: int = 200) -> pa.Table:
     rng = np.random.default_rng(20240602)
     topics = list(_TOPIC_TEMPLATES)

@@ -22,7 +22,7 @@ import pyarrow.fs as pafs
 
 from ray_logme.errors import StorageError, TaskError
 from ray_logme.storage import StorageOptions, list_files, storage_errors
-from ray_logme.tasks.builtin import BUILTIN_TASKS, builtin_table
+from ray_logme.tasks.builtin import builtin_table, builtin_task
 from ray_logme.tasks.spec import TaskSpec
 
 SNAPSHOT_FORMAT = 1
@@ -86,7 +86,7 @@ class TaskSource:
 
 def open_source(spec: TaskSpec, storage_options: StorageOptions | None) -> TaskSource:
     if spec.is_builtin:
-        builtin = BUILTIN_TASKS[spec.uri.strip()]
+        builtin = builtin_task(spec.uri.strip())
         table = builtin_table(builtin.uri)
         return TaskSource(
             files=[SourceFile(display_name=builtin.uri, schema=table.schema, table=table)],

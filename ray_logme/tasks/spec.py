@@ -6,7 +6,6 @@ stage reads).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -16,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ray_logme import __version__
 from ray_logme.storage import FeatureStore
-from ray_logme.tasks.builtin import BUILTIN_TASKS
+from ray_logme.tasks.builtin import BUILTIN_TASKS, BUILTIN_URI_PATTERN
 
 if TYPE_CHECKING:
     import ray.data
@@ -59,7 +58,7 @@ class TaskSpec(BaseModel):
         if not isinstance(data, dict) or not isinstance(data.get("uri"), str):
             return data
         uri = data["uri"].strip()
-        if re.match(r"^(sklearn|builtin):", uri):
+        if BUILTIN_URI_PATTERN.match(uri):
             builtin = BUILTIN_TASKS.get(uri)
             if builtin is None:
                 raise ValueError(
