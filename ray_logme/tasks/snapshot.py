@@ -13,13 +13,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from ray_logme.storage import (
-    SHARD_FILE_PATTERN,
-    FeatureStore,
-    StorageOptions,
-    content_key,
-    shard_file_name,
-)
+from ray_logme.storage import FeatureStore, StorageOptions, content_key, layout
 from ray_logme.tasks.inputs import iter_input_shards
 from ray_logme.tasks.plan import plan_task
 from ray_logme.tasks.source import TaskSource, open_source, task_revision
@@ -29,13 +23,6 @@ if TYPE_CHECKING:
     import ray.data
 
 logger = logging.getLogger("ray_logme.tasks")  # the name its log lines have always carried
-
-TASK_INFO_FILE = "_task.json"
-
-
-def task_dir(task_key: str) -> str:
-    """``tasks/{task_key}`` relative to the store root."""
-    return f"tasks/{task_key}"
 
 
 def _prepare(spec: TaskSpec, storage_options: StorageOptions | None) -> tuple[TaskSource, str, str]:
@@ -70,8 +57,8 @@ def snapshot_task(
 ) -> TaskSnapshot:
     """Write the task's input shards and ``_task.json`` into ``store`` once; reuse them after.
 
-    Layout: ``tasks/{task_key}/part-{shard:05d}.parquet`` (row_id, input, label) and
-    ``tasks/{task_key}/_task.json`` (:class:`TaskInfo`), committed last. A snapshot whose
+    Layout (:mod:`ray_logme.storage.layout`): ``tasks/{task_key}/part-{shard:05d}.parquet``
+    (row_id, input, label) and ``tasks/{task_key}/_task.json`` (:class:`TaskInfo`), committed last. A snapshot whose
     ``_task.json`` and shards are all present is returned as is (``reused=True``); after an
     interrupted run only the missing shards are written. Every write is atomic and
     commit-once, so concurrent snapshots of the same task are safe. Runs without Ray.
@@ -79,13 +66,9 @@ def snapshot_task(
     ``storage_options`` are for the task's source URI; the store has its own.
     """
     source, revision, task_key = _prepare(spec, storage_options)
-    folder = task_dir(task_key)
-    committed = {
-        int(match.group(1))
-        for name in store.list_dir(folder)
-        if (match := SHARD_FILE_PATTERN.match(name))
-    }
-    info_relpath = f"{folder}/{TASK_INFO_FILE}"
+    folder = layout.task_dir(task_key)
+    committed = layout.shard_indices(store.list_dir(folder))
+    info_relpath = layout.task_info(task_key)
     if store.exists(info_relpath):
         info = TaskInfo.model_validate_json(store.read_text(info_relpath))
         if set(range(info.num_shards)) <= committed:
@@ -97,7 +80,7 @@ def snapshot_task(
         spec, source, plan, task_key, skip_shards=committed
     ):
         written += store.write_table(
-            f"{folder}/{shard_file_name(shard_index)}", table, overwrite=False
+            layout.task_shard(task_key, shard_index), table, overwrite=False
         )
     store.write_text(info_relpath, plan.info.model_dump_json(indent=2), overwrite=False)
     logger.info(
@@ -112,7 +95,7 @@ def snapshot_task(
 
 
 def _snapshot(task_key: str, info: TaskInfo, store: FeatureStore, reused: bool) -> TaskSnapshot:
-    relpaths = tuple(f"{task_dir(task_key)}/{shard_file_name(i)}" for i in range(info.num_shards))
+    relpaths = tuple(layout.task_shard(task_key, i) for i in range(info.num_shards))
     return TaskSnapshot(
         task_key=task_key, info=info, store=store, shard_relpaths=relpaths, reused=reused
     )
