@@ -1,4 +1,4 @@
-"""Tests of ray_logme/tasks.py: specs, built-in tasks, subsampling, snapshots, bad input."""
+"""Tests of ray_logme/tasks/: specs, built-in tasks, subsampling, snapshots, bad input."""
 
 from __future__ import annotations
 
