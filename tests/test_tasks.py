@@ -1,4 +1,4 @@
-"""Tests of ray_logme/tasks.py: specs, built-in tasks, subsampling, snapshots, bad input."""
+"""Tests of ray_logme/tasks/: specs, built-in tasks, subsampling, snapshots, bad input."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from ray_logme.tasks import (
     TaskSpec,
     builtin_table,
     read_task,
+    register_builtin_task,
     snapshot_task,
     stratified_quotas,
     task_info,
@@ -170,6 +171,47 @@ def test_builtin_tasks_are_deterministic():
 
         _builtin_table_cached.cache_clear()
         assert builtin_table(uri).equals(first)
+
+
+def test_builtin_registry_holds_each_tables_columns():
+    for uri, builtin in BUILTIN_TASKS.items():
+        assert builtin.uri == uri
+        assert builtin_table(uri).column_names == list(builtin.columns)
+        assert "fold" in builtin.columns
+
+
+def test_a_registered_builtin_task_is_a_task_like_the_others():
+    declared = {
+        "description": "six squares",
+        "input_column": "text",
+        "label_column": "label",
+        "modality": "text",
+        "kind": "classification",
+        "version": 1,
+        "columns": ("text", "label", "fold"),
+    }
+
+    def squares() -> pa.Table:
+        labels = ["even", "odd"] * 3
+        texts = [f"{i} squared is {i * i}" for i in range(6)]
+        return pa.table({"text": texts, "label": labels, "fold": [i % 5 for i in range(6)]})
+
+    try:
+        assert register_builtin_task("builtin:test-squares", **declared)(squares) is squares
+        spec = TaskSpec(name="squares", uri="builtin:test-squares")
+        assert spec.is_builtin and spec.modality == "text" and spec.label_column == "label"
+        info = task_info(spec)
+        assert info.classes == ["even", "odd"] and info.class_counts == [3, 3]
+        with pytest.raises(ValueError, match="already registered"):
+            register_builtin_task("builtin:test-squares", **declared)
+    finally:
+        BUILTIN_TASKS.pop("builtin:test-squares", None)
+    with pytest.raises(ValueError, match="must start with"):
+        register_builtin_task("mine:squares", **declared)
+    with pytest.raises(ValueError, match="lack"):
+        register_builtin_task("builtin:x", **{**declared, "label_column": "side"})
+    with pytest.raises(ValidationError, match="unknown built-in task"):
+        TaskSpec(name="squares", uri="builtin:test-squares")
 
 
 # --------------------------------------------------------------------------------------------
