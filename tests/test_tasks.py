@@ -294,14 +294,6 @@ def test_regression_subsampling_is_uniform_and_seeded():
 # Snapshots
 
 
-@pytest.fixture(params=["local", "s3"])
-def store(request, tmp_path) -> FeatureStore:
-    if request.param == "local":
-        return FeatureStore(str(tmp_path / "store"))
-    s3 = request.getfixturevalue("s3_server")
-    return FeatureStore(f"s3://{s3.new_bucket()}/store")
-
-
 def test_snapshot_round_trip_matches_the_source(store):
     spec = TaskSpec(
         name="Digits / train", uri="sklearn:digits", filter={"fold": [0, 1, 2]}, shard_rows=400
