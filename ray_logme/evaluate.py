@@ -46,11 +46,9 @@ Loaders for the published ground-truth tables in ``../shared/groundtruth`` are a
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
-import sys
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -58,8 +56,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-from ray_logme.errors import RayLogMEError
 
 logger = logging.getLogger(__name__)
 
@@ -402,6 +398,16 @@ class RankingEvaluation:
             + frame_to_markdown(self.summary, digits)
             + "\n"
         )
+
+    def to_json(self) -> str:
+        """Both tables and the confidence level as indented JSON (``per_task`` and ``summary``
+        as lists of records), ending in a newline."""
+        payload = {
+            "per_task": json.loads(self.per_task.to_json(orient="records")),
+            "summary": json.loads(self.summary.to_json(orient="records")),
+            "confidence": self.confidence,
+        }
+        return json.dumps(payload, indent=2) + "\n"
 
 
 def frame_to_markdown(frame: pd.DataFrame, digits: int = 3) -> str:
@@ -759,59 +765,43 @@ def _read_table(uri: str) -> pd.DataFrame:
         return pq.read_table(path, filesystem=filesystem).to_pandas()
 
 
-# ---------------------------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------------------------
-
-
-def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``evaluate`` options to ``parser`` (for ``ray-logme evaluate``)."""
-    parser.add_argument(
-        "--scores", required=True, help="scores table (Parquet/CSV; path or s3:// URI)"
-    )
-    parser.add_argument("--truth", required=True, help="ground truth CSV: model, task, accuracy")
-    parser.add_argument("--score-col", default="score", help="score column (default: score)")
-    parser.add_argument(
-        "--truth-col", default="accuracy", help="accuracy column (default: accuracy)"
-    )
-    parser.add_argument("--model-col", default="model", help="model column (default: model)")
-    parser.add_argument(
-        "--group-col",
-        action="append",
-        default=None,
-        help="column(s) that define a task; repeat for several (default: task)",
-    )
-    parser.add_argument(
-        "--metric", default=None, help="keep only this metric of a mixed scores table"
-    )
-    parser.add_argument("--top-k", type=int, nargs="+", default=list(DEFAULT_TOP_K))
-    parser.add_argument("--num-bootstrap", type=int, default=DEFAULT_NUM_BOOTSTRAP)
-    parser.add_argument("--confidence", type=float, default=DEFAULT_CONFIDENCE)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--output", default=None, help="write the per-task table here (.csv/.parquet)"
-    )
-    parser.add_argument(
-        "--format",
-        choices=("markdown", "json"),
-        default="markdown",
-        help="what to print (default: markdown)",
-    )
-
-
 def run_evaluate(
     scores_path: str | Path,
     truth_path: str | Path,
     *,
     output_path: str | Path | None = None,
-    **options,
+    score_col: str = "score",
+    truth_col: str = "accuracy",
+    model_col: str = "model",
+    group_col: str | Sequence[str] = "task",
+    metric: str | None = None,
+    top_k: Sequence[int] = DEFAULT_TOP_K,
+    bootstrap_statistics: Sequence[str] = ("weighted_tau",),
+    num_bootstrap: int = DEFAULT_NUM_BOOTSTRAP,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: int = 0,
+    min_models: int = 3,
 ) -> RankingEvaluation:
-    """Load the two tables, run :func:`evaluate_ranking` with ``options``, optionally save.
+    """Load the two tables, run :func:`evaluate_ranking` on them, optionally save the result.
 
+    ``scores_path`` and ``truth_path``: Parquet or CSV, local path or ``s3://`` URI (see
+    :func:`load_scores_table`). The other options are those of :func:`evaluate_ranking`.
     ``output_path`` ending in ``.parquet`` gets Parquet, anything else CSV (the per-task table).
     """
     evaluation = evaluate_ranking(
-        load_scores_table(scores_path), load_truth_table(truth_path), **options
+        load_scores_table(scores_path),
+        load_truth_table(truth_path),
+        score_col=score_col,
+        truth_col=truth_col,
+        model_col=model_col,
+        group_col=group_col,
+        metric=metric,
+        top_k=top_k,
+        bootstrap_statistics=bootstrap_statistics,
+        num_bootstrap=num_bootstrap,
+        confidence=confidence,
+        seed=seed,
+        min_models=min_models,
     )
     if output_path is not None:
         output_path = Path(output_path)
@@ -821,51 +811,3 @@ def run_evaluate(
         else:
             evaluation.per_task.to_csv(output_path, index=False)
     return evaluation
-
-
-def run_from_args(args: argparse.Namespace, stdout=None) -> int:
-    """Run ``evaluate`` from parsed arguments and print the result; returns the exit status."""
-    stdout = stdout or sys.stdout
-    evaluation = run_evaluate(
-        args.scores,
-        args.truth,
-        output_path=args.output,
-        score_col=args.score_col,
-        truth_col=args.truth_col,
-        model_col=args.model_col,
-        group_col=args.group_col or "task",
-        metric=args.metric,
-        top_k=args.top_k,
-        num_bootstrap=args.num_bootstrap,
-        confidence=args.confidence,
-        seed=args.seed,
-    )
-    if args.format == "json":
-        payload = {
-            "per_task": json.loads(evaluation.per_task.to_json(orient="records")),
-            "summary": json.loads(evaluation.summary.to_json(orient="records")),
-            "confidence": evaluation.confidence,
-        }
-        stdout.write(json.dumps(payload, indent=2) + "\n")
-    else:
-        stdout.write(evaluation.to_markdown())
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m ray_logme.evaluate --scores ... --truth ...``: exit 0 on success, 2 on bad input."""
-    parser = argparse.ArgumentParser(
-        prog="ray-logme evaluate",
-        description="Rank quality of scores against ground-truth accuracy.",
-    )
-    add_evaluate_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run_from_args(args)
-    except (ValueError, FileNotFoundError, RayLogMEError) as error:
-        sys.stderr.write(f"ray-logme evaluate: error: {error}\n")
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
