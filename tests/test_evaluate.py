@@ -361,7 +361,7 @@ def test_evaluate_ranking_rejects_bad_tables():
         ev.evaluate_ranking(scores, truth)
     with pytest.raises(ValueError, match="no scores with metric 'lgme'"):
         ev.evaluate_ranking(scores, truth, metric="lgme")
-    with pytest.raises(ValueError, match="missing column"):
+    with pytest.raises(ValueError, match="lacks column"):
         ev.evaluate_ranking(logme, truth.rename(columns={"accuracy": "acc"}))
     with pytest.raises(ValueError, match="more than one row"):
         ev.evaluate_ranking(pd.concat([logme, logme]), truth)

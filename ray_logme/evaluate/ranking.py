@@ -4,7 +4,9 @@ Input tables:
 
 - scores: columns ``model``, ``task``, ``score`` (the ``reduce`` scores table; rows whose
   ``state`` is not ``"ok"`` or whose score is NaN are dropped with a warning, and a ``metric``
-  column may be filtered with ``metric=``).
+  column may be filtered with ``metric=``). Scores are selected and checked by the rule every
+  reader of scores shares, :func:`ray_logme.tables.clean_scores`; missing columns are reported
+  by :func:`ray_logme.tables.require_columns`.
 - truth: columns ``model``, ``task``, ``accuracy`` (any scale: fractions or percentages; only
   order and ratios matter). Extra grouping columns (e.g. ``protocol``) may be added and named in
   ``group_col``.
@@ -35,6 +37,7 @@ from ray_logme.evaluate.statistics import (
     bootstrap_over_models,
     mean_over_tasks,
 )
+from ray_logme.tables import OK, clean_scores, require_columns
 
 logger = logging.getLogger(__name__)
 
@@ -95,53 +98,31 @@ def _group_seed(seed: int, key: tuple) -> np.random.SeedSequence:
     return np.random.SeedSequence([seed, zlib.crc32(repr(key).encode("utf-8"))])
 
 
-def _require_columns(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
-    missing = [column for column in columns if column not in frame.columns]
-    if missing:
-        raise ValueError(
-            f"{what} is missing column(s) {missing}; it has {list(frame.columns)}. "
-            f"Rename the columns or pass the matching *_col arguments"
-        )
-
-
-def _clean_scores(
+def _ok_scores(
     scores: pd.DataFrame, keys: list[str], score_col: str, metric: str | None
 ) -> pd.DataFrame:
-    frame = scores
-    if metric is not None:
-        if "metric" not in frame.columns:
-            raise ValueError(
-                f"metric={metric!r} was given but the scores table has no 'metric' column"
-            )
-        frame = frame[frame["metric"] == metric]
-        if frame.empty:
-            raise ValueError(
-                f"no scores with metric {metric!r}; the table has {sorted(scores['metric'].unique())}"
-            )
-    elif "metric" in frame.columns and frame["metric"].nunique() > 1:
-        raise ValueError(
-            f"the scores table mixes metrics {sorted(frame['metric'].unique())}: pick one with metric="
-        )
-    if "state" in frame.columns:
-        failed = frame[frame["state"] != "ok"]
-        if not failed.empty:
-            logger.warning(
-                "leaving out %d failed (model, task) score(s): %s",
-                len(failed),
-                failed[keys].head(10).to_dict("records"),
-            )
-        frame = frame[frame["state"] == "ok"]
-    values = pd.to_numeric(frame[score_col], errors="coerce")
-    not_finite = ~np.isfinite(values.to_numpy(dtype=np.float64, na_value=np.nan))
-    if not_finite.any():
+    """The usable scores: columns ``keys`` and ``score_col`` (float64, finite) of the ``ok`` rows.
+
+    Metric selection, float coercion and the non-finite rule are the scores tables' one rule,
+    :func:`ray_logme.tables.clean_scores` (here a ``metric`` given for a table without a
+    ``metric`` column is an error); the rows it does not leave ``ok`` are dropped with a warning.
+    """
+    frame = clean_scores(
+        scores,
+        metric,
+        "the scores table",
+        score_column=score_col,
+        required=keys,
+        metric_column_required=True,
+    )
+    failed = frame["state"] != OK
+    if failed.any():
         logger.warning(
-            "leaving out %d score(s) that are NaN/Inf: %s",
-            int(not_finite.sum()),
-            frame.loc[not_finite, keys].head(10).to_dict("records"),
+            "leaving out %d failed (model, task) score(s): %s",
+            int(failed.sum()),
+            frame.loc[failed, keys].head(10).to_dict("records"),
         )
-    frame = frame.loc[~not_finite, [*keys, score_col]].copy()
-    frame[score_col] = values[~not_finite].astype(np.float64)
-    return frame
+    return frame.loc[~failed, [*keys, score_col]]
 
 
 def _check_unique(frame: pd.DataFrame, keys: list[str], what: str) -> None:
@@ -183,12 +164,11 @@ def evaluate_ranking(
     group_cols = [group_col] if isinstance(group_col, str) else list(group_col)
     if not group_cols:
         raise ValueError("group_col must name at least one column (normally 'task')")
-    _require_columns(truth, [model_col, truth_col, *group_cols], "the truth table")
+    require_columns(truth, [model_col, truth_col, *group_cols], "the truth table")
     shared_groups = [column for column in group_cols if column in scores.columns]
-    _require_columns(scores, [model_col, score_col], "the scores table")
     join_keys = [model_col, *shared_groups]
-    clean_scores = _clean_scores(scores, join_keys, score_col, metric)
-    _check_unique(clean_scores, join_keys, "the scores table")
+    ok_scores = _ok_scores(scores, join_keys, score_col, metric)
+    _check_unique(ok_scores, join_keys, "the scores table")
 
     truth_values = pd.to_numeric(truth[truth_col], errors="coerce")
     if truth_values.isna().any():
@@ -203,15 +183,15 @@ def evaluate_ranking(
         clean_truth = clean_truth.rename(columns={truth_col: f"{truth_col}_truth"})
         truth_col = f"{truth_col}_truth"
 
-    merged = clean_scores.merge(clean_truth, on=join_keys, how="inner", validate="one_to_many")
+    merged = ok_scores.merge(clean_truth, on=join_keys, how="inner", validate="one_to_many")
     if merged.empty:
         raise ValueError(
             f"scores and truth share no ({', '.join(join_keys)}) pair. Scores models: "
-            f"{sorted(clean_scores[model_col].astype(str).unique())[:10]}; truth models: "
+            f"{sorted(ok_scores[model_col].astype(str).unique())[:10]}; truth models: "
             f"{sorted(clean_truth[model_col].astype(str).unique())[:10]}. Spell models (and tasks) "
             "the same in both tables"
         )
-    _warn_unmatched(clean_scores, clean_truth, join_keys)
+    _warn_unmatched(ok_scores, clean_truth, join_keys)
 
     statistic_names = [*RANK_STATISTICS, *(f"top{k}_rel_acc" for k in top_k)]
     for name in bootstrap_statistics:
