@@ -1,4 +1,4 @@
-"""Tests of ray_logme/evaluate.py: statistics against independent computations, bootstrap sanity,
+"""Tests of ray_logme/evaluate/ (and its `ray-logme evaluate` command): statistics against independent computations, bootstrap sanity,
 the table API and CLI, and the published ground-truth tables in ../shared/groundtruth."""
 
 from __future__ import annotations
