@@ -1,5 +1,6 @@
-"""Tests of ray_logme/evaluate/ (and its `ray-logme evaluate` command): statistics against independent computations, bootstrap sanity,
-the table API and CLI, and the published ground-truth tables in ../shared/groundtruth."""
+"""Tests of ray_logme/evaluate/: statistics against independent computations, bootstrap sanity,
+the table API, the `ray-logme evaluate` command, and the published ground-truth tables in
+../shared/groundtruth."""
 
 from __future__ import annotations
 
