@@ -187,9 +187,61 @@ def _store_from_args(args: argparse.Namespace):
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ray_logme.evaluate import run_from_args
+    from ray_logme.evaluate import run_evaluate
 
-    return run_from_args(args)
+    evaluation = run_evaluate(
+        args.scores,
+        args.truth,
+        output_path=args.output,
+        score_col=args.score_col,
+        truth_col=args.truth_col,
+        model_col=args.model_col,
+        group_col=args.group_col or "task",
+        metric=args.metric,
+        top_k=args.top_k,
+        num_bootstrap=args.num_bootstrap,
+        confidence=args.confidence,
+        seed=args.seed,
+    )
+    sys.stdout.write(evaluation.to_json() if args.format == "json" else evaluation.to_markdown())
+    return 0
+
+
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``evaluate`` options; their defaults are the library's (``ray_logme.evaluate``)."""
+    from ray_logme.evaluate import DEFAULT_CONFIDENCE, DEFAULT_NUM_BOOTSTRAP, DEFAULT_TOP_K
+
+    parser.add_argument(
+        "--scores", required=True, help="scores table (Parquet/CSV; path or s3:// URI)"
+    )
+    parser.add_argument("--truth", required=True, help="ground truth CSV: model, task, accuracy")
+    parser.add_argument("--score-col", default="score", help="score column (default: score)")
+    parser.add_argument(
+        "--truth-col", default="accuracy", help="accuracy column (default: accuracy)"
+    )
+    parser.add_argument("--model-col", default="model", help="model column (default: model)")
+    parser.add_argument(
+        "--group-col",
+        action="append",
+        default=None,
+        help="column(s) that define a task; repeat for several (default: task)",
+    )
+    parser.add_argument(
+        "--metric", default=None, help="keep only this metric of a mixed scores table"
+    )
+    parser.add_argument("--top-k", type=int, nargs="+", default=list(DEFAULT_TOP_K))
+    parser.add_argument("--num-bootstrap", type=int, default=DEFAULT_NUM_BOOTSTRAP)
+    parser.add_argument("--confidence", type=float, default=DEFAULT_CONFIDENCE)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--output", default=None, help="write the per-task table here (.csv/.parquet)"
+    )
+    parser.add_argument(
+        "--format",
+        choices=("markdown", "json"),
+        default="markdown",
+        help="what to print (default: markdown)",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -250,8 +302,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-feature-dim", type=int, help="only models with feature_dim <= this")
     p.add_argument("--format", choices=["md", "csv"], default="md")
     p.set_defaults(func=cmd_leaderboard)
-
-    from ray_logme.evaluate import add_evaluate_arguments
 
     p = sub.add_parser(
         "evaluate",

@@ -1,5 +1,6 @@
-"""Tests of ray_logme/evaluate.py: statistics against independent computations, bootstrap sanity,
-the table API and CLI, and the published ground-truth tables in ../shared/groundtruth."""
+"""Tests of ray_logme/evaluate/: statistics against independent computations, bootstrap sanity,
+the table API, the `ray-logme evaluate` command, and the published ground-truth tables in
+../shared/groundtruth."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 from scipy import stats
 
 from ray_logme import evaluate as ev
+from ray_logme.cli import main as cli_main
 from ray_logme.errors import StorageError
 
 IMAGENET_TOP1_CSV = Path(__file__).parent / "data" / "imagenet_top1_published.csv"
@@ -360,7 +362,7 @@ def test_evaluate_ranking_rejects_bad_tables():
         ev.evaluate_ranking(scores, truth)
     with pytest.raises(ValueError, match="no scores with metric 'lgme'"):
         ev.evaluate_ranking(scores, truth, metric="lgme")
-    with pytest.raises(ValueError, match="missing column"):
+    with pytest.raises(ValueError, match="lacks column"):
         ev.evaluate_ranking(logme, truth.rename(columns={"accuracy": "acc"}))
     with pytest.raises(ValueError, match="more than one row"):
         ev.evaluate_ranking(pd.concat([logme, logme]), truth)
@@ -381,8 +383,14 @@ def test_cli_reads_parquet_and_csv_and_writes_the_per_task_table(tmp_path, capsy
     scores.to_parquet(tmp_path / "scores.parquet", index=False)
     truth.to_csv(tmp_path / "truth.csv", index=False)
     output = tmp_path / "out" / "per_task.csv"
-    argv = ["--scores", str(tmp_path / "scores.parquet"), "--truth", str(tmp_path / "truth.csv")]
-    assert ev.main([*argv, "--output", str(output), "--num-bootstrap", "200"]) == 0
+    argv = [
+        "evaluate",
+        "--scores",
+        str(tmp_path / "scores.parquet"),
+        "--truth",
+        str(tmp_path / "truth.csv"),
+    ]
+    assert cli_main([*argv, "--output", str(output), "--num-bootstrap", "200"]) == 0
     printed = capsys.readouterr().out
     expected = ev.evaluate_ranking(scores, truth, num_bootstrap=200)
     written = pd.read_csv(output)
@@ -392,14 +400,20 @@ def test_cli_reads_parquet_and_csv_and_writes_the_per_task_table(tmp_path, capsy
     )
     assert "| weighted_tau |" in printed and "| alpha |" in printed
 
-    assert ev.main([*argv, "--format", "json", "--num-bootstrap", "200", "--top-k", "2"]) == 0
+    assert cli_main([*argv, "--format", "json", "--num-bootstrap", "200", "--top-k", "2"]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert [row["task"] for row in payload["per_task"]] == ["alpha", "beta", "gamma"]
     assert "top2_rel_acc" in payload["per_task"][0]
 
     assert (
-        ev.main(
-            ["--scores", str(tmp_path / "missing.parquet"), "--truth", str(tmp_path / "truth.csv")]
+        cli_main(
+            [
+                "evaluate",
+                "--scores",
+                str(tmp_path / "missing.parquet"),
+                "--truth",
+                str(tmp_path / "truth.csv"),
+            ]
         )
         == 2
     )
