@@ -185,19 +185,135 @@ def test_run_id_policy(tmp_path):
     assert new_run_id(fixed, now) == "nightly-42"
 
 
-def test_duplicates_are_dropped_but_variants_kept(tmp_path):
+def test_repeated_models_are_refused_but_variants_kept(tmp_path):
+    base = textwrap.dedent(
+        """\
+        tasks:
+          - {name: digits, uri: "sklearn:digits"}
+        models:
+          - {hub: timm, name: resnet18, pretrained: false}
+          - {hub: timm, name: resnet18, pretrained: false, init_seed: 1}
+        """
+    )
+    path = write(
+        tmp_path, base + "  - {hub: timm, name: resnet18, pretrained: false, tags: {a: b}}\n"
+    )
+    with pytest.raises(
+        ConfigError, match=r"models.2 \('resnet18 \[random-init\]'\) repeats models.0"
+    ):
+        RunConfig.from_yaml(path)
+    # A search result equal to a listed model is dropped: the listed entry wins.
+    path = write(tmp_path, base + 'model_search:\n  - {pattern: "resnet18", pretrained: false}\n')
+    models = RunConfig.from_yaml(path).resolved_models()
+    assert [(m.name, m.init_seed) for m in models] == [("resnet18", 0), ("resnet18", 1)]
+
+
+def test_models_that_differ_only_in_settings_get_distinct_stable_names(tmp_path):
+    from ray_logme.hub import ModelSpec
+
+    minilm = {"hub": "hf", "name": "sentence-transformers/all-MiniLM-L6-v2"}
+    assert ModelSpec(**minilm).display_name == "sentence-transformers/all-MiniLM-L6-v2"
+    assert ModelSpec(**minilm, max_length=32).display_name.endswith("[max_length=32]")
+    assert ModelSpec(**minilm, dtype="float32").display_name.endswith("[float32]")
+    a = ModelSpec(hub="timm", name="resnet18", checkpoint_path="/ckpt/a/model.safetensors")
+    b = ModelSpec(hub="timm", name="resnet18", checkpoint_path="/ckpt/b/model.safetensors")
+    assert a.display_name == "resnet18 [ckpt:a/model.safetensors]" != b.display_name
+    big = ModelSpec(hub="timm", name="vit_tiny_patch16_224", timm_kwargs={"img_size": 384})
+    assert big.display_name == "vit_tiny_patch16_224 [img_size=384]"
+    named = ModelSpec.model_validate({**minilm, "display_name": "MiniLM (short)", "max_length": 32})
+    assert named.display_name == "MiniLM (short)"
+    assert ModelSpec.model_validate_json(named.model_dump_json()) == named
+    # Two different models may not share a name: the config says which and how to fix it.
     path = write(
         tmp_path,
         """\
-        models:
-          - {hub: timm, name: resnet18, pretrained: false}
-          - {hub: timm, name: resnet18, pretrained: false, tags: {a: b}}
-          - {hub: timm, name: resnet18, pretrained: false, init_seed: 1}
-        model_search:
-          - {pattern: "resnet18", pretrained: false}
         tasks:
           - {name: digits, uri: "sklearn:digits"}
+        models:
+          - {hub: timm, name: resnet18, display_name: mine}
+          - {hub: timm, name: resnet34, display_name: mine}
         """,
     )
-    models = RunConfig.from_yaml(path).resolved_models()
-    assert [(m.name, m.init_seed) for m in models] == [("resnet18", 0), ("resnet18", 1)]
+    with pytest.raises(ConfigError, match="same name 'mine'; give one of them a display_name"):
+        RunConfig.from_yaml(path)
+
+
+def test_display_name_and_local_paths_do_not_change_content_keys(tmp_path):
+    import shutil
+
+    from hub_helpers import save_tiny_vit
+
+    from ray_logme.hub import ModelSpec
+    from ray_logme.hub.identity import legacy_model_key, model_key, resolve_model_key
+
+    spec = ModelSpec(hub="timm", name="resnet18")
+    assert model_key(spec.model_copy(update={"label": "Mine"})) == model_key(spec)
+    assert model_key(spec) == legacy_model_key(spec)  # registry names: keys as in 0.1.0
+    first = save_tiny_vit(tmp_path / "one" / "vit", seed=0)
+    moved = tmp_path / "two" / "vit"
+    shutil.copytree(first, moved)
+    at_first = ModelSpec(hub="hf", name=str(first))
+    at_moved = ModelSpec(hub="hf", name=str(moved))
+    assert model_key(at_first) == model_key(at_moved)
+    assert model_key(at_first).startswith("vit-")
+    (moved / "extra.txt").write_text("changed content")
+    assert model_key(at_first) != model_key(at_moved)
+    # A store written by 0.1.0 (path-hashed keys) keeps its features after the upgrade.
+    legacy = legacy_model_key(at_first)
+    assert legacy != model_key(at_first)
+    assert resolve_model_key(at_first, lambda key: key == legacy) == legacy
+    assert resolve_model_key(at_first, lambda key: True) == model_key(at_first)
+    assert resolve_model_key(at_first, lambda key: False) == model_key(at_first)
+
+
+def test_unhashable_local_folders_fail_clearly(tmp_path):
+    from ray_logme.errors import CheckpointError
+    from ray_logme.hub import ModelSpec
+    from ray_logme.hub.identity import folder_files, model_key
+
+    for index in range(5):
+        (tmp_path / f"f{index}.bin").write_bytes(b"x")
+    with pytest.raises(CheckpointError, match=r"model 'm': local folder .* more than 3 files"):
+        folder_files(tmp_path, what="model 'm'", max_files=3)
+    assert len(folder_files(tmp_path, what="model 'm'")) == 5
+    with pytest.raises(CheckpointError, match="more than 10000 files"):
+        model_key(ModelSpec(hub="hf", name="/usr"))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "models: [{hub: timm, name: a}]\nmodels: [{hub: timm, name: b}]\n",
+            "key 'models' is given twice",
+        ),
+        (
+            "x1: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n"
+            + "".join(
+                f"x{i + 2}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 10)}]\n"
+                for i in range(6)
+            ),
+            "aliases expand the config past",
+        ),
+        ('store: "s3://AKIAXX:topsecret@bucket/x"\n', "s3://\\*\\*\\*@bucket/x"),
+        ("run_id: a/b\n", "run_id: String should match pattern"),
+    ],
+)
+def test_config_refuses_yaml_tricks_bad_run_ids_and_credentials(tmp_path, text, message):
+    tail = "tasks: [{name: d, uri: 'sklearn:digits'}]\n"
+    if "models:" not in text:
+        tail += "models: [{hub: timm, name: resnet18}]\n"
+    path = write(tmp_path, text + tail)
+    with pytest.raises(ConfigError, match=message) as info:
+        RunConfig.from_yaml(path)
+    assert "topsecret" not in str(info.value)
+
+
+def test_credentials_in_task_and_prior_uris_are_refused(tmp_path):
+    path = write(
+        tmp_path,
+        GOOD + "outputs: {imagenet_top1_csv: 'https://user:hunter2@example.com/top1.csv'}\n",
+    )
+    with pytest.raises(ConfigError, match=r"outputs\.imagenet_top1_csv") as info:
+        RunConfig.from_yaml(path)
+    assert "hunter2" not in str(info.value)
