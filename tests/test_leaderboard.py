@@ -1,4 +1,4 @@
-"""Tests of ray_logme/leaderboard.py: ranking rules, history, Pareto fronts, renderers, writer.
+"""Tests of ray_logme/leaderboard/: ranking rules, history, Pareto fronts, renderers, writer.
 
 Ranks are checked against a hand-worked example and against an independent brute-force
 implementation of the documented rules (counting, not pandas ranking); Pareto fronts against an
