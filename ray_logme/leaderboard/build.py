@@ -13,7 +13,7 @@ from ray_logme.leaderboard.inputs import (
     _clean_scores,
     _column,
     _model_table,
-    _require_columns,
+    _require_frame,
     _text,
 )
 from ray_logme.leaderboard.ranking import (
@@ -28,18 +28,15 @@ from ray_logme.leaderboard.ranking import (
 )
 from ray_logme.leaderboard.records import (
     CHANGES_COLUMNS,
-    FAILED_STATE,
     FAILURES_COLUMNS,
-    MODEL_NOT_FAILED_STATES,
-    OK_STATE,
     OVERALL_COLUMNS,
     PER_TASK_COLUMNS,
     RUNS_COLUMNS,
-    STATUS_REQUIRED_COLUMNS,
     Leaderboard,
     PastRun,
     RunRecord,
 )
+from ray_logme.tables import FAILED, MODEL_NOT_FAILED_STATES, OK, STATUS
 
 
 def _resolve_run(run: RunRecord | Mapping | None, scores: pd.DataFrame) -> RunRecord | None:
@@ -282,8 +279,8 @@ def _failures_table(
     covered: set[tuple[str, str]] = set()  # (model, task) failed in the extract stage
     model_rows_done: set[str] = set()
     if status is not None:
-        _require_columns(status, STATUS_REQUIRED_COLUMNS, "status table")
-        failed = status[status["state"].map(_text) == FAILED_STATE]
+        _require_frame(status, STATUS.required, "status table")
+        failed = status[status["state"].map(_text) == FAILED]
         if tasks is not None:
             failed = failed[failed["task"].map(_text).isin(list(tasks))]
         failed = pd.DataFrame(
@@ -330,7 +327,7 @@ def _failures_table(
                     "traceback": "",
                 }
             )
-    failed_pairs = clean[clean["state"] != OK_STATE]
+    failed_pairs = clean[clean["state"] != OK]
     repeated = np.array(
         [
             (model, task) in covered

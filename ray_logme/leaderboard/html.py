@@ -33,7 +33,8 @@ from ray_logme.leaderboard.display import (
 )
 from ray_logme.leaderboard.inputs import _text
 from ray_logme.leaderboard.query import format_count
-from ray_logme.leaderboard.records import COST_AXES, COST_LABELS, OK_STATE, Leaderboard
+from ray_logme.leaderboard.records import COST_AXES, COST_LABELS, Leaderboard
+from ray_logme.tables import OK
 
 
 def _escape(value: Any) -> str:
@@ -188,7 +189,7 @@ def _overall_table_html(
         ]
         for task in tasks:
             pair = task_cells[(model, task)]
-            if pair["state"] == OK_STATE:
+            if pair["state"] == OK:
                 text = (
                     f"{_escape(_format_float(pair['score'], 4))}"
                     f'<span class="rank">#{_escape(_format_rank(pair["rank"]))}</span>'

@@ -13,20 +13,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ray_logme.leaderboard.records import MODELS_REQUIRED_COLUMNS, OK_STATE, SCORES_REQUIRED_COLUMNS
+from ray_logme.tables import MODELS, SCORES, clean_scores, require_columns
 
 logger = logging.getLogger(__name__)
 
 
-def _require_columns(table: pd.DataFrame, required: Sequence[str], what: str) -> None:
+def _require_frame(table: pd.DataFrame, required: Sequence[str], what: str) -> None:
+    """``ValueError`` naming ``what`` unless ``table`` is a pandas DataFrame with ``required``
+    (the columns rule is :func:`ray_logme.tables.require_columns`)."""
     if not isinstance(table, pd.DataFrame):
         raise ValueError(f"{what} must be a pandas DataFrame, got {type(table).__name__}")
-    missing = [column for column in required if column not in table.columns]
-    if missing:
-        raise ValueError(
-            f"{what} lacks column(s) {missing}; it has {list(table.columns)}. Expected the "
-            "schema of docs/design.md (scores: reduce stage, models: extract stage)."
-        )
+    require_columns(table, required, what)
 
 
 def _text(value: Any) -> str:
@@ -55,22 +52,12 @@ def _clean_scores(scores: pd.DataFrame, metric: str, what: str) -> pd.DataFrame:
     """One row per (model, task) with model, model_key, task, task_key, kind, score, state, error
     and modality (the task's, from an optional ``modality`` column; ``""`` when unknown).
 
-    ``score`` is float64 and NaN unless ``state == "ok"``; an ``ok`` row with a non-finite score
-    becomes ``failed`` (the reduce stage should never write one).
+    Rows of ``metric`` are selected, ``score`` made float64 and NaN unless ``state == "ok"``, and
+    an ``ok`` row with a non-finite score made ``failed`` by the one rule every reader of scores
+    shares, :func:`ray_logme.tables.clean_scores` (the reduce stage should never write one).
     """
-    _require_columns(scores, SCORES_REQUIRED_COLUMNS, what)
-    table = scores
-    if "metric" in table.columns:
-        metrics = {_text(value) for value in table["metric"]}
-        table = table[table["metric"].map(_text) == metric]
-        blank = int((scores["metric"].map(_text) == "").sum())
-        if blank:
-            logger.warning("%s: %d rows without a metric name are left out", what, blank)
-        if table.empty and len(scores):
-            raise ValueError(
-                f"{what} has no rows for metric {metric!r}; it has metrics {sorted(metrics)}. "
-                "Pass metric=<one of those> to build_leaderboard."
-            )
+    _require_frame(scores, SCORES.required, what)
+    table = clean_scores(scores, metric, what)
     clean = pd.DataFrame(
         {
             "model": table["model"].map(_text).astype(object),
@@ -78,9 +65,9 @@ def _clean_scores(scores: pd.DataFrame, metric: str, what: str) -> pd.DataFrame:
             "task": table["task"].map(_text).astype(object),
             "task_key": _column(table, "task_key").map(_text).astype(object),
             "kind": _column(table, "kind").map(_text).astype(object),
-            "score": pd.to_numeric(table["score"], errors="coerce").astype("float64"),
-            "state": table["state"].map(_text).astype(object),
-            "error": _column(table, "error").map(_text).astype(object),
+            "score": table["score"],
+            "state": table["state"].astype(object),
+            "error": table["error"].astype(object),
             "modality": _column(table, "modality").map(_modality_text).astype(object),
         }
     ).reset_index(drop=True)
@@ -94,17 +81,6 @@ def _clean_scores(scores: pd.DataFrame, metric: str, what: str) -> pd.DataFrame:
             f"{what} has more than one {metric!r} row for (model, task) {pairs[:5]}; "
             "keep one row per pair (the reduce stage writes one per run)."
         )
-    ok = clean["state"] == OK_STATE
-    bad_score = ok & ~np.isfinite(clean["score"].to_numpy())
-    if bad_score.any():
-        bad_rows = clean.loc[bad_score]
-        for model, task in zip(bad_rows["model"], bad_rows["task"], strict=True):
-            logger.warning(
-                "%s: model %r task %r is 'ok' with a non-finite score", what, model, task
-            )
-        clean.loc[bad_score, "state"] = "failed"
-        clean.loc[bad_score, "error"] = "state 'ok' but the score is missing or not finite"
-    clean.loc[clean["state"] != OK_STATE, "score"] = np.nan
     return clean
 
 
@@ -143,7 +119,7 @@ def _model_table(models: pd.DataFrame | None, scores: pd.DataFrame) -> pd.DataFr
     }
     if models is None:
         models = pd.DataFrame({"model": pd.Series([], dtype=object)})
-    _require_columns(models, MODELS_REQUIRED_COLUMNS, "models table")
+    _require_frame(models, MODELS.required, "models table")
     names = models["model"].map(_text)
     if (names == "").any():
         raise ValueError("models table has rows with an empty model name")

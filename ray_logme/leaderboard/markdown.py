@@ -24,7 +24,8 @@ from ray_logme.leaderboard.display import (
     format_cost,
 )
 from ray_logme.leaderboard.inputs import _text
-from ray_logme.leaderboard.records import COST_AXES, OK_STATE, Leaderboard
+from ray_logme.leaderboard.records import COST_AXES, Leaderboard
+from ray_logme.tables import OK
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*\[\]|<>#])")
 
@@ -110,7 +111,7 @@ def _markdown_per_task_table(
 ) -> list[str]:
     def cell(model: str, task: str) -> str:
         pair = task_cells[(model, task)]
-        if pair["state"] != OK_STATE:
+        if pair["state"] != OK:
             return pair["state"]
         return f"{pair['score']:.4f} (#{_format_rank(pair['rank'])})"
 

@@ -13,7 +13,8 @@ import pandas as pd
 from scipy.stats import rankdata
 
 from ray_logme.leaderboard.inputs import _clean_scores, _modality_text, _text
-from ray_logme.leaderboard.records import COST_AXES, OK_STATE, PARETO_COLUMNS, PastRun
+from ray_logme.leaderboard.records import COST_AXES, PARETO_COLUMNS, PastRun
+from ray_logme.tables import OK
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def _overall_stats(score_matrix: pd.DataFrame) -> pd.DataFrame:
 
 
 def _score_matrix(clean: pd.DataFrame, models: Sequence[str], tasks: Sequence[str]) -> pd.DataFrame:
-    ok = clean[clean["state"] == OK_STATE]
+    ok = clean[clean["state"] == OK]
     matrix = ok.pivot(index="model", columns="task", values="score")
     return matrix.reindex(index=list(models), columns=list(tasks)).astype("float64")
 
@@ -85,7 +86,7 @@ def _score_matrix(clean: pd.DataFrame, models: Sequence[str], tasks: Sequence[st
 def _scored_tasks(clean: pd.DataFrame) -> tuple[list[str], list[str]]:
     """(tasks with at least one ok score, tasks without), each in first-appearance order."""
     all_tasks = list(dict.fromkeys(clean["task"]))
-    scored = set(clean.loc[clean["state"] == OK_STATE, "task"])
+    scored = set(clean.loc[clean["state"] == OK, "task"])
     return [t for t in all_tasks if t in scored], [t for t in all_tasks if t not in scored]
 
 
@@ -156,8 +157,8 @@ def _resolve_modalities(
                 target[name] = modality
     ok_pairs = list(
         zip(
-            clean.loc[clean["state"] == OK_STATE, "model"],
-            clean.loc[clean["state"] == OK_STATE, "task"],
+            clean.loc[clean["state"] == OK, "model"],
+            clean.loc[clean["state"] == OK, "task"],
             strict=True,
         )
     )

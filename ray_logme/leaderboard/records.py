@@ -10,15 +10,6 @@ from typing import Any
 
 import pandas as pd
 
-SCORES_REQUIRED_COLUMNS = ("model", "task", "score", "state")
-MODELS_REQUIRED_COLUMNS = ("model",)
-STATUS_REQUIRED_COLUMNS = ("model", "task", "state", "error")
-OK_STATE = "ok"
-#: Model states of the models table that are not failures: extracted (``ok``), or every pair
-#: skipped because no task has the model's modality (``skipped``); ``""`` when not recorded.
-MODEL_NOT_FAILED_STATES = ("", OK_STATE, "skipped")
-FAILED_STATE = "failed"
-
 #: cost column -> "min" (lower is cheaper) or "max" (higher is cheaper)
 COST_AXES: dict[str, str] = {"num_params": "min", "feature_dim": "min", "throughput": "max"}
 COST_LABELS: dict[str, str] = {
