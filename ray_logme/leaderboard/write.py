@@ -13,6 +13,7 @@ from ray_logme.leaderboard.html import to_html
 from ray_logme.leaderboard.inputs import _text
 from ray_logme.leaderboard.markdown import to_markdown
 from ray_logme.leaderboard.records import Leaderboard
+from ray_logme.storage import layout
 
 logger = logging.getLogger(__name__)
 
@@ -50,33 +51,44 @@ def write_leaderboard(
 ) -> dict[str, str]:
     """Write the leaderboard through the feature store; return ``{relpath: uri}``.
 
-    Writes ``runs/{run_id}/leaderboard/`` and, with ``latest``, ``leaderboard/`` (the latest
-    leaderboard): ``<table>.parquet`` and ``<table>.csv`` for each of ``Leaderboard.tables()``,
-    ``summary.md`` and ``index.html``. ``run_id`` defaults to the leaderboard's run. ``store`` needs ``write_table(relpath, pyarrow.Table)``,
-    ``write_text(relpath, str)`` and ``uri_of(relpath)`` (``ray_logme.storage.FeatureStore``).
-    CSV text cells starting with ``= + - @`` get a leading ``'`` so spreadsheets do not run
-    them; Parquet keeps the exact values.
+    Writes the folders of :func:`ray_logme.storage.layout.leaderboard_dirs`: the run's own
+    (``runs/{run_id}/leaderboard/``) and, with ``latest``, the latest leaderboard
+    (``leaderboard/``); in each, ``<table>.parquet`` and ``<table>.csv`` for each of
+    ``Leaderboard.tables()``, ``summary.md`` and ``index.html``. ``run_id`` defaults to the
+    leaderboard's run and must be a valid key (:func:`ray_logme.storage.layout.check_key`).
+    ``store`` needs ``write_table(relpath, pyarrow.Table)``, ``write_text(relpath, str)`` and
+    ``uri_of(relpath)`` (``ray_logme.storage.FeatureStore``). CSV text cells starting with
+    ``= + - @`` get a leading ``'`` so spreadsheets do not run them; Parquet keeps the exact
+    values.
     """
     run_id = run_id if run_id is not None else leaderboard.run_id
-    if not run_id or "/" in run_id or run_id in (".", ".."):
+    try:
+        folders = layout.leaderboard_dirs(run_id, latest)
+    except ValueError as exc:
         raise ValueError(
-            f"run_id {run_id!r} must be a non-empty name without '/' (pass run_id= or build the "
-            "leaderboard with run=RunRecord(...))"
-        )
-    prefixes = [f"runs/{run_id}/leaderboard"] + (["leaderboard"] if latest else [])
+            f"{exc} (pass run_id= or build the leaderboard with run=RunRecord(...))"
+        ) from None
     summary, page = to_markdown(leaderboard), to_html(leaderboard)
     written: dict[str, str] = {}
-    for prefix in prefixes:
+
+    def record(path: str) -> None:
+        written[path] = store.uri_of(path)
+
+    for folder in folders:
         for name, table in leaderboard.tables().items():
-            store.write_table(f"{prefix}/{name}.parquet", _arrow_table(table))
+            parquet_path = layout.leaderboard_file(folder, f"{name}.parquet")
+            csv_path = layout.leaderboard_file(folder, f"{name}.csv")
+            store.write_table(parquet_path, _arrow_table(table))
             buffer = io.StringIO()
             _csv_safe(table).to_csv(buffer, index=False)
-            store.write_text(f"{prefix}/{name}.csv", buffer.getvalue())
-            written[f"{prefix}/{name}.parquet"] = store.uri_of(f"{prefix}/{name}.parquet")
-            written[f"{prefix}/{name}.csv"] = store.uri_of(f"{prefix}/{name}.csv")
-        store.write_text(f"{prefix}/summary.md", summary)
-        store.write_text(f"{prefix}/index.html", page)
-        written[f"{prefix}/summary.md"] = store.uri_of(f"{prefix}/summary.md")
-        written[f"{prefix}/index.html"] = store.uri_of(f"{prefix}/index.html")
+            store.write_text(csv_path, buffer.getvalue())
+            record(parquet_path)
+            record(csv_path)
+        summary_path = layout.leaderboard_file(folder, layout.LEADERBOARD_SUMMARY_FILE)
+        page_path = layout.leaderboard_file(folder, layout.LEADERBOARD_PAGE_FILE)
+        store.write_text(summary_path, summary)
+        store.write_text(page_path, page)
+        record(summary_path)
+        record(page_path)
     logger.info("wrote leaderboard of run %s: %d files", run_id, len(written))
     return written
