@@ -27,14 +27,16 @@ from ray_logme.leaderboard.ranking import (
     _scored_tasks,
 )
 from ray_logme.leaderboard.records import (
-    CHANGES_COLUMNS,
+    CHANGES_DTYPES,
     FAILURES_COLUMNS,
-    OVERALL_COLUMNS,
-    PER_TASK_COLUMNS,
-    RUNS_COLUMNS,
+    FAILURES_DTYPES,
+    OVERALL_DTYPES,
+    PER_TASK_DTYPES,
+    RUNS_DTYPES,
     Leaderboard,
     PastRun,
     RunRecord,
+    typed_frame,
 )
 from ray_logme.tables import FAILED, MODEL_NOT_FAILED_STATES, OK, STATUS
 
@@ -100,7 +102,7 @@ def _per_task_table(
     table["kind"] = table["task"].map(task_info["kind"])
     table["score"] = matrix.to_numpy()[model_position, task_position]
     table["rank"] = task_ranks.to_numpy()[model_position, task_position]
-    table["num_ranked"] = matrix.notna().sum(axis=0).to_numpy()[task_position].astype("int64")
+    table["num_ranked"] = matrix.notna().sum(axis=0).to_numpy()[task_position]
     table["state"] = table["state"].fillna("missing")
     table["model_key"] = table["model_key"].fillna("")
     table["error"] = table["error"].fillna("")
@@ -108,12 +110,7 @@ def _per_task_table(
     table = table.sort_values(
         ["task_order", "rank", "model"], na_position="last", kind="stable"
     ).reset_index(drop=True)
-    table = table[list(PER_TASK_COLUMNS)]
-    for column in ("model", "model_key", "task", "task_key", "modality", "kind", "state", "error"):
-        table[column] = table[column].astype(object)
-    table["score"] = table["score"].astype("float64")
-    table["rank"] = table["rank"].astype("float64")
-    return table
+    return typed_frame(table, PER_TASK_DTYPES)
 
 
 def build_leaderboard(
@@ -169,7 +166,7 @@ def build_leaderboard(
     history_runs = [_as_past_run(entry) for entry in (history or ())]
     current_id = run_record.run_id if run_record is not None else None
     previous = next((past for past in history_runs if past.record.run_id != current_id), None)
-    changes = _typed_frame([], CHANGES_COLUMNS)
+    changes = typed_frame([], CHANGES_DTYPES)
     overall["previous_rank"] = np.nan
     overall["change"] = ""
     tasks_added: tuple[str, ...] = ()
@@ -222,17 +219,15 @@ def build_leaderboard(
         ]
         changes = pd.DataFrame(change_rows)
         changes["rank_delta"] = changes["previous_rank"] - changes["overall_rank"]
-        changes = _typed_frame(changes, CHANGES_COLUMNS)
+        changes = typed_frame(changes, CHANGES_DTYPES)
     overall["rank_delta"] = overall["previous_rank"] - overall["overall_rank"]
     overall = overall.reset_index().rename(columns={"index": "model"})
-    overall["complete"] = overall["complete"].astype(bool)
-    overall = _sort_overall(overall, modalities.known)[list(OVERALL_COLUMNS)]
+    overall = typed_frame(_sort_overall(overall, modalities.known), OVERALL_DTYPES, cast_text=False)
 
     run_rows = ([{**run_record.to_dict(), "current": True}] if run_record is not None else []) + [
         {**past.record.to_dict(), "current": False} for past in history_runs
     ]
-    runs = pd.DataFrame(run_rows, columns=list(RUNS_COLUMNS))
-    runs["current"] = runs["current"].astype(bool)
+    runs = typed_frame(run_rows, RUNS_DTYPES, cast_text=False)
 
     return Leaderboard(
         metric=metric,
@@ -364,35 +359,7 @@ def _failures_table(
         )
     if extract_rows:
         frames.append(pd.DataFrame(extract_rows))
-    failures = pd.concat(frames, ignore_index=True)[list(FAILURES_COLUMNS)]
-    return failures.astype(object).reset_index(drop=True)
-
-
-_FLOAT_COLUMNS = frozenset(
-    {
-        "score",
-        "rank",
-        "overall_rank",
-        "mean_rank",
-        "mean_normalised_score",
-        "comparable_rank",
-        "num_params",
-        "feature_dim",
-        "throughput",
-        "imagenet_top1",
-        "previous_rank",
-        "rank_delta",
-    }
-)
-
-
-def _typed_frame(rows: pd.DataFrame | list, columns: Sequence[str]) -> pd.DataFrame:
-    """``rows`` with exactly ``columns``: rank/score/cost columns float64, the rest text
-    (object), so an empty table has the same Parquet schema as a full one."""
-    frame = pd.DataFrame(rows, columns=list(columns))
-    for column in columns:
-        frame[column] = frame[column].astype("float64" if column in _FLOAT_COLUMNS else object)
-    return frame
+    return typed_frame(pd.concat(frames, ignore_index=True), FAILURES_DTYPES)
 
 
 def _sort_overall(overall: pd.DataFrame, modalities: Sequence[str] = ()) -> pd.DataFrame:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ray_logme.leaderboard.records import COST_AXES, OVERALL_DTYPES, TEXT
 from ray_logme.tables import MODELS, SCORES, clean_scores, require_columns
 
 logger = logging.getLogger(__name__)
@@ -103,20 +104,21 @@ def _tags_text(value: Any) -> str:
     return ", ".join(part.strip() for part in parts if part.strip())
 
 
+#: The columns of the internal models table (indexed by model): overall's model columns, plus
+#: the extract stage's state and error.
+_MODEL_COLUMNS: dict[str, Any] = {
+    **{
+        column: OVERALL_DTYPES[column]
+        for column in ("model_key", "hub", "modality", "tags", *COST_AXES, "imagenet_top1")
+    },
+    "state": TEXT,
+    "error": TEXT,
+}
+
+
 def _model_table(models: pd.DataFrame | None, scores: pd.DataFrame) -> pd.DataFrame:
     """One row per model of either table, indexed by model name, with the cost columns."""
-    columns = {
-        "model_key": object,
-        "hub": object,
-        "modality": object,
-        "tags": object,
-        "num_params": "float64",
-        "feature_dim": "float64",
-        "throughput": "float64",
-        "imagenet_top1": "float64",
-        "state": object,
-        "error": object,
-    }
+    columns = _MODEL_COLUMNS
     if models is None:
         models = pd.DataFrame({"model": pd.Series([], dtype=object)})
     _require_frame(models, MODELS.required, "models table")

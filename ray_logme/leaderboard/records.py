@@ -1,6 +1,7 @@
-"""What a leaderboard is made of: the columns of its tables, the cost axes, the run records
-(:class:`RunRecord`, :class:`PastRun`) and the :class:`Leaderboard` itself. No logic beyond
-the dataclasses' own accessors; the rules are in :mod:`ray_logme.leaderboard`."""
+"""What a leaderboard is made of: the cost axes, the columns of its tables with their dtypes
+(:func:`typed_frame` builds a table to them), the run records (:class:`RunRecord`,
+:class:`PastRun`) and the :class:`Leaderboard` itself. The rules are in
+:mod:`ray_logme.leaderboard`."""
 
 from __future__ import annotations
 
@@ -18,63 +19,94 @@ COST_LABELS: dict[str, str] = {
     "throughput": "extraction throughput (samples/s)",
 }
 
-PER_TASK_COLUMNS = (
-    "model",
-    "model_key",
-    "task",
-    "task_key",
-    "modality",
-    "kind",
-    "score",
-    "rank",
-    "num_ranked",
-    "state",
-    "error",
+# The tables of a Leaderboard: each column once, in order, with its dtype. Text columns are TEXT:
+# typed tables (per_task, changes, failures) hold them as object; overall and runs keep the
+# string dtype pandas gives them (see typed_frame).
+TEXT = object
+FLOAT = "float64"
+
+PER_TASK_DTYPES: dict[str, Any] = {
+    "model": TEXT,
+    "model_key": TEXT,
+    "task": TEXT,
+    "task_key": TEXT,
+    "modality": TEXT,
+    "kind": TEXT,
+    "score": FLOAT,
+    "rank": FLOAT,
+    "num_ranked": "int64",
+    "state": TEXT,
+    "error": TEXT,
+}
+OVERALL_DTYPES: dict[str, Any] = {
+    "model": TEXT,
+    "model_key": TEXT,
+    "hub": TEXT,
+    "modality": TEXT,
+    "tags": TEXT,
+    "complete": bool,
+    "tasks_covered": "int64",
+    "num_tasks": "int64",
+    "missing_tasks": TEXT,
+    "overall_rank": FLOAT,
+    "mean_rank": FLOAT,
+    "mean_normalised_score": FLOAT,
+    "comparable_rank": FLOAT,
+    "num_comparable": "Int64",
+    **dict.fromkeys(COST_AXES, FLOAT),
+    "imagenet_top1": FLOAT,
+    "previous_rank": FLOAT,
+    "rank_delta": FLOAT,
+    "change": TEXT,
+}
+PARETO_DTYPES: dict[str, Any] = {
+    **{
+        column: OVERALL_DTYPES[column]
+        for column in ("model", "hub", "modality", "overall_rank", "mean_normalised_score")
+    },
+    **dict.fromkeys(COST_AXES, FLOAT),
+    **{f"on_front_{axis}": bool for axis in COST_AXES},
+}
+CHANGES_DTYPES: dict[str, Any] = {
+    "model": TEXT,
+    "modality": TEXT,
+    "change": TEXT,
+    "previous_rank": FLOAT,
+    "overall_rank": FLOAT,
+    "rank_delta": FLOAT,
+    "previous_model_key": TEXT,
+    "model_key": TEXT,
+}
+FAILURES_DTYPES: dict[str, Any] = dict.fromkeys(
+    ("stage", "model", "model_key", "task", "task_key", "error", "traceback"), TEXT
 )
-OVERALL_COLUMNS = (
-    "model",
-    "model_key",
-    "hub",
-    "modality",
-    "tags",
-    "complete",
-    "tasks_covered",
-    "num_tasks",
-    "missing_tasks",
-    "overall_rank",
-    "mean_rank",
-    "mean_normalised_score",
-    "comparable_rank",
-    "num_comparable",
-    "num_params",
-    "feature_dim",
-    "throughput",
-    "imagenet_top1",
-    "previous_rank",
-    "rank_delta",
-    "change",
-)
-PARETO_COLUMNS = (
-    "model",
-    "hub",
-    "modality",
-    "overall_rank",
-    "mean_normalised_score",
-    *COST_AXES,
-    *(f"on_front_{axis}" for axis in COST_AXES),
-)
-CHANGES_COLUMNS = (
-    "model",
-    "modality",
-    "change",
-    "previous_rank",
-    "overall_rank",
-    "rank_delta",
-    "previous_model_key",
-    "model_key",
-)
-FAILURES_COLUMNS = ("stage", "model", "model_key", "task", "task_key", "error", "traceback")
-RUNS_COLUMNS = ("run_id", "timestamp", "config_hash", "code_version", "current")
+RUNS_DTYPES: dict[str, Any] = {
+    "run_id": TEXT,
+    "timestamp": TEXT,
+    "config_hash": TEXT,
+    "code_version": TEXT,
+    "current": bool,
+}
+
+PER_TASK_COLUMNS = tuple(PER_TASK_DTYPES)
+OVERALL_COLUMNS = tuple(OVERALL_DTYPES)
+PARETO_COLUMNS = tuple(PARETO_DTYPES)
+CHANGES_COLUMNS = tuple(CHANGES_DTYPES)
+FAILURES_COLUMNS = tuple(FAILURES_DTYPES)
+RUNS_COLUMNS = tuple(RUNS_DTYPES)
+
+
+def typed_frame(
+    rows: pd.DataFrame | list, dtypes: Mapping[str, Any], *, cast_text: bool = True
+) -> pd.DataFrame:
+    """``rows`` with exactly the columns of ``dtypes`` (one of the ``*_DTYPES`` above), in its
+    order, each cast to its dtype, so an empty table has the same Parquet schema as a full one.
+    With ``cast_text=False`` the TEXT columns are left as they were built."""
+    frame = pd.DataFrame(rows, columns=list(dtypes))
+    for column, dtype in dtypes.items():
+        if cast_text or dtype is not TEXT:
+            frame[column] = frame[column].astype(dtype)
+    return frame
 
 
 @dataclass(frozen=True)
