@@ -1,7 +1,7 @@
 """Leaderboard: per-task ranks, an overall ranking, cost Pareto fronts, run history, renderers.
 
 Input is the reduce stage's scores table and the extract stage's models table (schemas in
-``docs/design.md``); output is a :class:`Leaderboard` of pandas tables, rendered to Markdown
+:mod:`ray_logme.tables`); output is a :class:`Leaderboard` of pandas tables, rendered to Markdown
 (:func:`to_markdown`), one self-contained HTML page (:func:`to_html`), and written with Parquet and
 CSV copies through the feature store (:func:`write_leaderboard`). Everything except the writer is
 pure: no I/O, no Ray.

@@ -118,7 +118,6 @@ _MODEL_COLUMNS: dict[str, Any] = {
 
 def _model_table(models: pd.DataFrame | None, scores: pd.DataFrame) -> pd.DataFrame:
     """One row per model of either table, indexed by model name, with the cost columns."""
-    columns = _MODEL_COLUMNS
     if models is None:
         models = pd.DataFrame({"model": pd.Series([], dtype=object)})
     _require_frame(models, MODELS.required, "models table")
@@ -131,7 +130,7 @@ def _model_table(models: pd.DataFrame | None, scores: pd.DataFrame) -> pd.DataFr
             "once; it must have one row per model"
         )
     table = pd.DataFrame(index=pd.Index(names.to_list(), name="model", dtype=object))
-    for name, dtype in columns.items():
+    for name, dtype in _MODEL_COLUMNS.items():
         values = _column(models, name)
         if dtype == "float64":
             table[name] = pd.to_numeric(values, errors="coerce").astype("float64").to_numpy()
@@ -145,7 +144,7 @@ def _model_table(models: pd.DataFrame | None, scores: pd.DataFrame) -> pd.DataFr
     if scored_only:
         logger.info("models %s have scores but no models-table row: costs unknown", scored_only)
         extra = pd.DataFrame(index=pd.Index(scored_only, name="model", dtype=object))
-        for name, dtype in columns.items():
+        for name, dtype in _MODEL_COLUMNS.items():
             extra[name] = np.nan if dtype == "float64" else ""
         table = pd.concat([table, extra])
     # The model key of the scores wins when the models table has none.
