@@ -1,4 +1,4 @@
-"""Tests of ray_logme/leaderboard.py: ranking rules, history, Pareto fronts, renderers, writer.
+"""Tests of ray_logme/leaderboard/: ranking rules, history, Pareto fronts, renderers, writer.
 
 Ranks are checked against a hand-worked example and against an independent brute-force
 implementation of the documented rules (counting, not pandas ranking); Pareto fronts against an
@@ -312,7 +312,7 @@ def test_bad_inputs_give_clear_errors():
         build_leaderboard(good.drop(columns=["score"]), None)
     with pytest.raises(ValueError, match=r"more than one 'logme' row.*\('A', 'T1'\)"):
         build_leaderboard(pd.concat([good, good]), None)
-    with pytest.raises(ValueError, match=r"no rows for metric 'nleep'.*\['logme'\]"):
+    with pytest.raises(ValueError, match=r"no scores with metric 'nleep'.*\['logme'\]"):
         build_leaderboard(good, None, metric="nleep")
     with pytest.raises(ValueError, match=r"tasks \['T9'\] are not in the scores table"):
         build_leaderboard(good, None, tasks=["T9"])
