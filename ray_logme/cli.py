@@ -17,11 +17,16 @@ from importlib import resources
 from pathlib import Path
 
 from ray_logme import __version__
-from ray_logme.errors import RayLogMEError
+from ray_logme.errors import RayLogMEError, RunFailedError
 
 logger = logging.getLogger("ray_logme")
 
 DEFAULT_CONFIG = "local.yaml"
+
+#: Exit codes: 0 every pair scored; 1 some (model, task) pairs failed (the rest is written);
+#: 2 a config, usage or input error (nothing ran); 3 the run could not complete (its run.json
+#: says ``state: failed``; ``--resume`` it).
+EXIT_OK, EXIT_PAIRS_FAILED, EXIT_BAD_INPUT, EXIT_RUN_FAILED = 0, 1, 2, 3
 
 
 def default_config_path() -> Path:
@@ -43,8 +48,12 @@ def cmd_refresh(args: argparse.Namespace) -> int:
     if args.store:
         config = config.model_copy(update={"store": args.store})
     connect_ray(args.address, args.num_cpus)
-    result = refresh(config, resume=args.resume, progress=not args.no_progress)
-    print(f"run:         {result.run_id}")
+    result = refresh(
+        config,
+        resume=args.resume,
+        progress=not args.no_progress,
+        on_start=lambda run_id: print(f"run:         {run_id}", flush=True),
+    )
     print(f"store:       {result.store_uri}")
     print(f"scores:      {result.scores_uri}")
     print(f"status:      {result.status_uri}")
@@ -80,7 +89,11 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def _load_features(path: Path, features_column: str, label_column: str):
-    """Features ``float32[n, d]`` and labels from a Parquet, ``.npz`` or ``.npy`` pair."""
+    """Features ``float[n, d]`` and labels from a Parquet, ``.npz`` or ``.npy`` pair.
+
+    Refuses features that are not one numeric matrix (ragged rows, text, objects), naming the
+    file and the column or array.
+    """
     import numpy as np
 
     if not path.exists():
@@ -91,14 +104,17 @@ def _load_features(path: Path, features_column: str, label_column: str):
         missing = {features_column, label_column} - set(data.files)
         if missing:
             raise RayLogMEError(f"{path} lacks array(s) {sorted(missing)}; it has {data.files}")
-        return np.asarray(data[features_column]), np.asarray(data[label_column])
+        return _numeric_matrix(data[features_column], f"{path} array {features_column!r}"), (
+            np.asarray(data[label_column])
+        )
     if suffix == ".npy":
         label_path = path.with_name(path.stem + ".labels.npy")
         if not label_path.exists():
             raise RayLogMEError(
                 f"{path}: an .npy features file needs its labels beside it in {label_path.name}"
             )
-        return np.load(path, allow_pickle=False), np.load(label_path, allow_pickle=False)
+        features = _numeric_matrix(np.load(path, allow_pickle=False), str(path))
+        return features, np.load(label_path, allow_pickle=False)
     if suffix in (".parquet", ".pq") or path.is_dir():
         import pyarrow.parquet as pq
 
@@ -109,19 +125,57 @@ def _load_features(path: Path, features_column: str, label_column: str):
                 f"{path} lacks column(s) {sorted(missing)}; it has {table.column_names} "
                 "(see --features-column / --label-column)"
             )
-        column = table.column(features_column).combine_chunks()
-        features = np.asarray(column.flatten().to_numpy(zero_copy_only=False)).reshape(
-            len(table), -1
-        )
+        where = f"{path} column {features_column!r}"
+        features = _list_column_matrix(table.column(features_column).combine_chunks(), where)
         label_col = table.column(label_column).combine_chunks()
         if hasattr(label_col.type, "list_size") or hasattr(label_col.type, "value_type"):
-            labels = np.asarray(label_col.flatten().to_numpy(zero_copy_only=False)).reshape(
-                len(table), -1
-            )
+            labels = _list_column_matrix(label_col, f"{path} column {label_column!r}")
         else:
             labels = label_col.to_numpy(zero_copy_only=False)
         return features, labels
     raise RayLogMEError(f"{path}: unsupported features file; use .parquet, .npz or .npy")
+
+
+def _list_column_matrix(column, where: str):
+    """A list / fixed-size-list Arrow column of numbers as ``[n, d]``; ragged rows refused."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not (pa.types.is_list(column.type) or pa.types.is_large_list(column.type)) and not (
+        pa.types.is_fixed_size_list(column.type)
+    ):
+        return _numeric_matrix(column.to_numpy(zero_copy_only=False), where)
+    if not (
+        pa.types.is_integer(column.type.value_type) or pa.types.is_floating(column.type.value_type)
+    ):
+        raise RayLogMEError(f"{where} holds {column.type.value_type} values; it must be numbers")
+    if column.null_count:
+        raise RayLogMEError(f"{where} has {column.null_count} empty (null) rows")
+    if not pa.types.is_fixed_size_list(column.type):
+        lengths = np.asarray(pc.list_value_length(column).to_numpy(zero_copy_only=False))
+        sizes = sorted(set(lengths.tolist()))
+        if len(sizes) > 1:
+            raise RayLogMEError(
+                f"{where} has rows of different lengths ({', '.join(map(str, sizes[:5]))}); "
+                "every row must have the same number of features"
+            )
+    values = np.asarray(column.flatten().to_numpy(zero_copy_only=False))
+    return values.reshape(len(column), -1)
+
+
+def _numeric_matrix(array, where: str):
+    """``array`` as a 2-D numeric matrix, or a clear error naming ``where``."""
+    import numpy as np
+
+    array = np.asarray(array)
+    if array.dtype.kind not in "fiub":
+        raise RayLogMEError(
+            f"{where} holds {array.dtype} values; features must be a numeric [n, d] matrix"
+        )
+    if array.ndim != 2:
+        raise RayLogMEError(f"{where} has shape {list(array.shape)}; features must be [n, d]")
+    return array
 
 
 # --------------------------------------------------------------------------------------------
@@ -132,6 +186,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from ray_logme.leaderboard import filter_models, to_markdown
     from ray_logme.pipeline import (
         build_run_leaderboard,
+        check_rankable,
         is_finished,
         list_runs,
         load_history,
@@ -151,12 +206,14 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     finished = [r for r in runs if is_finished(store, r["run_id"])]
     if not finished:
         raise RayLogMEError(f"no finished run on {store.uri_of('')}: run `ray-logme refresh` first")
-    record = (
-        next((r for r in finished if r["run_id"] == args.run), None) if args.run else finished[0]
-    )
-    if record is None:
-        raise RayLogMEError(f"run {args.run!r} not found or not finished on {store.uri_of('')}")
-    run = load_run(store, record["run_id"], record)
+    if args.run:
+        record = next((r for r in finished if r["run_id"] == args.run), None)
+        if record is None:
+            raise RayLogMEError(f"run {args.run!r} not found or not finished on {store.uri_of('')}")
+        run = load_run(store, record["run_id"], record)
+        check_rankable(run)
+    else:
+        run = _latest_readable_run(store, finished)
     board = build_run_leaderboard(run, load_history(store, exclude=run.run_id))
     if args.max_params or args.min_throughput or args.max_feature_dim:
         board = filter_models(
@@ -170,6 +227,25 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     else:
         print(to_markdown(board))
     return 0
+
+
+def _latest_readable_run(store, finished):
+    """The newest finished run whose tables load and rank; damaged ones are named and skipped."""
+    from ray_logme.pipeline import check_rankable, load_run
+
+    for record in finished:
+        try:
+            run = load_run(store, record["run_id"], record)
+            check_rankable(run)
+            return run
+        except Exception as exc:
+            logger.warning(
+                "skipping run %s: its tables cannot be ranked: %s", record["run_id"], exc
+            )
+    raise RayLogMEError(
+        f"no finished run on {store.uri_of('')} can be read (see the warnings above); run "
+        "`ray-logme refresh` to write a new one"
+    )
 
 
 def _store_from_args(args: argparse.Namespace):
@@ -326,9 +402,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except RayLogMEError as exc:
+    except RunFailedError as exc:
         print(f"ray-logme: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_RUN_FAILED
+    except (RayLogMEError, ValueError, OSError) as exc:
+        # Bad input (config, files, arguments): one line that names what and how to fix it.
+        print(f"ray-logme: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

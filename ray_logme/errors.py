@@ -46,3 +46,7 @@ class StorageError(RayLogMEError):
 
 class FeatureError(RayLogMEError):
     """A model produced unusable features (NaN/Inf) for a task."""
+
+
+class RunFailedError(RayLogMEError):
+    """The run could not complete (its record says ``state: failed``); it can be resumed."""

@@ -13,7 +13,7 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +23,7 @@ import pyarrow as pa
 from ray_logme import __version__, tables
 from ray_logme.cluster import connect_ray
 from ray_logme.config import RunConfig
-from ray_logme.errors import ConfigError, RayLogMEError
+from ray_logme.errors import ConfigError, RayLogMEError, RunFailedError
 from ray_logme.extract import ExtractResult, extract
 from ray_logme.leaderboard import (
     Leaderboard,
@@ -76,15 +76,21 @@ def refresh(
     *,
     resume: str | None = None,
     progress: bool = True,
+    on_start: Callable[[str], None] | None = None,
 ) -> RefreshResult:
     """Run the whole pipeline once (``resume``: continue that run id with the same config).
 
-    Uses the Ray cluster this process is connected to, or connects with
-    :func:`ray_logme.cluster.connect_ray` (``RAY_ADDRESS``, else a new local Ray). Raises
-    :class:`ConfigError` for a resume whose config changed; model and task failures are
-    recorded, never raised.
+    Everything that can be checked is checked before Ray starts (the config, the store, the
+    priors CSV); ``on_start(run_id)`` is then called once the run exists. Uses the Ray cluster
+    this process is connected to, or connects with :func:`ray_logme.cluster.connect_ray`
+    (``RAY_ADDRESS``, else a new local Ray). Raises :class:`ConfigError` for a bad input (a
+    resume whose config changed, a run id taken by another run, an unreadable priors CSV) and
+    :class:`RunFailedError` when the run started but could not complete (its ``run.json`` then
+    says ``state: failed`` with the reason; resume it). Model and task failures are recorded in
+    the tables, never raised.
     """
     started = time.perf_counter()
+    priors = read_priors(config)
     store = open_store(config)
     store.check_access()
     if resume:
@@ -96,20 +102,42 @@ def refresh(
                 f"(hash {str(record.get('config_hash'))[:12]}, now {config.config_hash()[:12]}); "
                 "resume with the same config file, or start a new run"
             )
-    else:
-        run_id = new_run_id(config)
-        record = {
-            "run_id": run_id,
-            "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "config_hash": config.config_hash(),
-            "code_version": __version__,
-            "state": "running",
-            "config": config.model_dump(mode="json"),
-        }
+        record.update(state="running", resumed=_now())
+        record.pop("error", None)
         _write_run_record(store, run_id, record)
+    else:
+        run_id, record = _create_run(store, config)
     logger.info("run %s: store %s", run_id, store.uri_of(""))
-    connect_ray()
+    if on_start is not None:
+        on_start(run_id)
+    try:
+        result = _run_stages(config, store, run_id, record, priors, progress)
+    except BaseException as exc:
+        record.update(state="failed", finished=_now(), error=f"{type(exc).__name__}: {exc}")
+        try:
+            _write_run_record(store, run_id, record)
+        except Exception:  # the store itself may be what failed
+            logger.exception("run %s: could not record the failure on the store", run_id)
+        if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: as they are
+            raise
+        raise RunFailedError(
+            f"run {run_id} could not complete: {type(exc).__name__}: {exc}. Everything committed "
+            f"is kept; continue it with --resume {run_id}"
+        ) from exc
+    result.seconds = time.perf_counter() - started
+    return result
 
+
+def _run_stages(
+    config: RunConfig,
+    store: FeatureStore,
+    run_id: str,
+    record: dict[str, Any],
+    priors: Mapping[str, float] | None,
+    progress: bool,
+) -> RefreshResult:
+    """tasks -> extract -> reduce -> leaderboard of one created run; updates its record."""
+    connect_ray()
     models = config.resolved_models()
     snapshots = snapshot_tasks(config, store)
     extracted = extract(
@@ -122,7 +150,7 @@ def refresh(
         progress=progress,
     )
     status_table = extracted.status_table()
-    models_table = _with_priors(extracted.models_table(), config)
+    models_table = _with_priors(extracted.models_table(), priors)
     store.write_table(layout.run_status(run_id), status_table)
     store.write_table(layout.run_models(run_id), models_table)
 
@@ -140,7 +168,7 @@ def refresh(
     ]
     record.update(
         state="failed-pairs" if failed else "ok",
-        finished=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        finished=_now(),
         num_pairs=scores.num_rows,
         num_failed=len(failed),
     )
@@ -155,7 +183,45 @@ def refresh(
         status_uri=store.uri_of(layout.run_status(run_id)),
         num_pairs=scores.num_rows,
         failed_pairs=failed,
-        seconds=time.perf_counter() - started,
+    )
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+#: How many ``-2``, ``-3``, ... suffixes a timestamped run id tries when its second is taken.
+_MAX_RUN_ID_SUFFIX = 100
+
+
+def _create_run(store: FeatureStore, config: RunConfig) -> tuple[str, dict[str, Any]]:
+    """Create the run's record exclusively (a conditional create on the store).
+
+    A timestamped id that another run took in the same second gets a ``-2``, ``-3`` ...
+    suffix; a fixed ``run_id`` that exists is refused (:class:`ConfigError`).
+    """
+    base = new_run_id(config)
+    fixed = config.run_id != "timestamp"
+    for attempt in range(1, 2 if fixed else _MAX_RUN_ID_SUFFIX + 1):
+        run_id = base if attempt == 1 else f"{base}-{attempt}"
+        record = {
+            "run_id": run_id,
+            "timestamp": _now(),
+            "config_hash": config.config_hash(),
+            "code_version": __version__,
+            "state": "running",
+            "config": config.model_dump(mode="json"),
+        }
+        text = json.dumps(record, indent=1, sort_keys=True)
+        if store.write_text(layout.run_record(run_id), text, overwrite=False):
+            return run_id, record
+    if fixed:
+        raise ConfigError(
+            f"run id {base!r} already exists on {store.uri_of('')}: continue that run with "
+            f"--resume {base}, or give another run_id (run_id: timestamp makes a new one each time)"
+        )
+    raise ConfigError(
+        f"could not create a run id from {base!r}: every suffix up to -{attempt} is taken"
     )
 
 
@@ -299,17 +365,37 @@ def load_run(
 
 
 def load_history(store: FeatureStore, exclude: str | None = None, limit: int = 30) -> list[PastRun]:
-    """Earlier runs that finished scoring, newest first, as the leaderboard takes them."""
+    """Earlier runs that finished scoring, newest first, as the leaderboard takes them.
+
+    A run whose tables cannot be read or would not rank (say, two rows for one pair) is left
+    out with a warning that names it: no past run can stop a new run or the leaderboard.
+    """
     history = []
     for record in list_runs(store):
         run_id = record.get("run_id")
-        if run_id == exclude or not run_id or not is_finished(store, run_id):
+        if run_id == exclude or not run_id:
             continue
-        run = load_run(store, run_id, record)
+        try:
+            if not is_finished(store, run_id):
+                continue
+            run = load_run(store, run_id, record)
+            check_rankable(run)
+        except Exception as exc:
+            logger.warning("leaving out run %s of the history: %s", run_id, exc)
+            continue
         history.append(PastRun(run.run_record, run.scores, run.models))
         if len(history) >= limit:
             break
     return history
+
+
+def check_rankable(run: RunTables) -> None:
+    """``ValueError`` naming the run unless its tables would rank (the leaderboard's rules)."""
+    from ray_logme.leaderboard.inputs import _clean_scores
+
+    metrics = {m for m in run.scores.get("metric", pd.Series(["logme"])).dropna()} or {"logme"}
+    for metric in sorted(metrics):
+        _clean_scores(run.scores, metric, f"run {run.run_id}'s scores table")
 
 
 def build_run_leaderboard(run: RunTables, history: Sequence[PastRun]) -> Leaderboard:
@@ -319,14 +405,18 @@ def build_run_leaderboard(run: RunTables, history: Sequence[PastRun]) -> Leaderb
     )
 
 
-def _with_priors(models: pa.Table, config: RunConfig) -> pa.Table:
-    """The models table with the ``imagenet_top1`` prior filled from the config's CSV (if any)."""
+def read_priors(config: RunConfig) -> dict[str, float] | None:
+    """``model -> imagenet_top1`` from the config's priors CSV (``None`` without one).
+
+    Read before any compute, so a missing or malformed file fails the run at once
+    (:class:`ConfigError` naming the key and the file).
+    """
     path = config.outputs.imagenet_top1_csv
     if not path:
-        return models
+        return None
     try:
         priors = pd.read_csv(path)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         raise ConfigError(f"outputs.imagenet_top1_csv: cannot read {path}: {exc}") from None
     missing = {"model", tables.PRIOR_COLUMN} - set(priors.columns)
     if missing:
@@ -334,8 +424,18 @@ def _with_priors(models: pa.Table, config: RunConfig) -> pa.Table:
             f"outputs.imagenet_top1_csv: {path} lacks column(s) {sorted(missing)}; "
             "it needs model,imagenet_top1"
         )
-    lookup = dict(zip(priors["model"], priors[tables.PRIOR_COLUMN], strict=False))
-    values = [lookup.get(name) for name in models.column("model").to_pylist()]
-    values = [None if value is None or pd.isna(value) else float(value) for value in values]
+    values = pd.to_numeric(priors[tables.PRIOR_COLUMN], errors="coerce")
+    return {
+        str(model): float(value)
+        for model, value in zip(priors["model"], values, strict=True)
+        if not pd.isna(value)
+    }
+
+
+def _with_priors(models: pa.Table, priors: Mapping[str, float] | None) -> pa.Table:
+    """The models table with its ``imagenet_top1`` prior column filled from ``priors``."""
+    if not priors:
+        return models
+    values = [priors.get(name) for name in models.column("model").to_pylist()]
     index = models.schema.get_field_index(tables.PRIOR_COLUMN)
     return models.set_column(index, tables.PRIOR_COLUMN, pa.array(values, type=pa.float64()))
