@@ -37,6 +37,7 @@ from ray_logme.evaluate.statistics import (
     bootstrap_over_models,
     mean_over_tasks,
 )
+from ray_logme.markdown import markdown_table
 from ray_logme.tables import OK, clean_scores, require_columns
 
 logger = logging.getLogger(__name__)
@@ -84,13 +85,8 @@ def frame_to_markdown(frame: pd.DataFrame, digits: int = 3) -> str:
             return "nan" if not np.isfinite(value) else f"{value:.{digits}f}"
         return str(value).replace("|", "\\|")
 
-    header = "| " + " | ".join(str(column) for column in frame.columns) + " |"
-    rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
-    rows = [
-        "| " + " | ".join(cell(value) for value in row) + " |"
-        for row in frame.itertuples(index=False)
-    ]
-    return "\n".join([header, rule, *rows])
+    rows = ([cell(value) for value in row] for row in frame.itertuples(index=False))
+    return "\n".join(markdown_table([str(column) for column in frame.columns], rows))
 
 
 def _group_seed(seed: int, key: tuple) -> np.random.SeedSequence:

@@ -4,7 +4,7 @@ inert by :func:`markdown_text`."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pandas as pd
@@ -25,6 +25,7 @@ from ray_logme.leaderboard.display import (
 )
 from ray_logme.leaderboard.inputs import _text
 from ray_logme.leaderboard.records import COST_AXES, Leaderboard
+from ray_logme.markdown import markdown_table
 from ray_logme.tables import OK
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*\[\]|<>#])")
@@ -37,12 +38,6 @@ def markdown_text(value: Any, max_chars: int | None = None) -> str:
     if max_chars is not None and len(text) > max_chars:
         text = text[: max_chars - 1] + "…"
     return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
-
-
-def _markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return lines
 
 
 def _run_summary(leaderboard: Leaderboard) -> list[str]:
@@ -75,7 +70,7 @@ def _run_summary(leaderboard: Leaderboard) -> list[str]:
 
 
 def _markdown_overall_table(rows: pd.DataFrame) -> list[str]:
-    return _markdown_table(
+    return markdown_table(
         [
             "rank",
             "change",
@@ -115,7 +110,7 @@ def _markdown_per_task_table(
             return pair["state"]
         return f"{pair['score']:.4f} (#{_format_rank(pair['rank'])})"
 
-    return _markdown_table(
+    return markdown_table(
         ["model", *(markdown_text(task) for task in tasks)],
         ([markdown_text(model), *(cell(model, task) for task in tasks)] for model in models),
     )
@@ -208,7 +203,7 @@ def to_markdown(leaderboard: Leaderboard) -> str:
     if leaderboard.failures.empty:
         lines.append("None.")
     else:
-        lines += _markdown_table(
+        lines += markdown_table(
             ["stage", "model", "task", "error"],
             (
                 [
