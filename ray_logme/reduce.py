@@ -72,10 +72,18 @@ def stats_of_shards(
     metric: str = "logme",
     chunk_rows: int = CHUNK_ROWS,
 ) -> Any:
-    """Statistics of some shards of one pair, streamed chunk by chunk (memory O(chunk x d + d^2))."""
+    """Statistics of some shards of one pair, streamed chunk by chunk (memory O(chunk x d + d^2)).
+
+    A shard that cannot be decoded fails the pair with a ``CorruptFileError`` naming it, and is
+    moved aside so that the next extract recomputes it instead of the pair failing forever.
+    """
     stats = get_metric(metric).new_stats(kind)
     for features, labels in store.iter_feature_chunks(
-        model_key, task_key, max_rows=chunk_rows, shard_indices=list(shard_indices)
+        model_key,
+        task_key,
+        max_rows=chunk_rows,
+        shard_indices=list(shard_indices),
+        quarantine_corrupt=True,
     ):
         stats.update(features, labels)
     return stats

@@ -12,7 +12,7 @@ import pytest
 
 from ray_logme.metrics import LogMEStats, logme
 from ray_logme.reduce import ReducePair, reduce, score_cache_relpath, stats_of_shards
-from ray_logme.storage import FeatureStore
+from ray_logme.storage import CorruptFileError, FeatureStore
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -117,7 +117,26 @@ def test_a_corrupt_shard_fails_its_own_pair_only(ray_cluster, tmp_path, problem)
     assert rows[0]["state"] == "ok"
     assert rows[1]["state"] == "failed"
     assert "scoring failed" in rows[1]["error"]
+    assert store.uri_of(store.feature_shard_relpath("bad", "t", 1)) in rows[1]["error"]
     assert not store.exists(score_cache_relpath("logme", "bad", "t"))
+    # Moved aside: the next extract recomputes it instead of the pair failing forever.
+    assert store.committed_feature_shards("bad", "t") == {0}
+
+
+def test_a_truncated_shard_fails_naming_the_file_and_a_rewrite_repairs_it(problem, tmp_path):
+    features, labels, _ = problem
+    store = FeatureStore(str(tmp_path / "store"))
+    write_pair(store, "m", "t", features, labels, shard_rows=350)
+    relpath = store.feature_shard_relpath("m", "t", 1)
+    whole = store.read_bytes(relpath)
+    store.write_bytes(relpath, whole[: len(whole) // 3])  # torn on disk
+    with pytest.raises(CorruptFileError) as caught:
+        stats_of_shards(store, "m", "t", "classification", [0, 1])
+    assert store.uri_of(relpath) in str(caught.value)
+    assert store.committed_feature_shards("m", "t") == {0}
+    write_pair(store, "m", "t", features, labels, shard_rows=350)  # what the rerun's extract does
+    stats = stats_of_shards(store, "m", "t", "classification", [0, 1])
+    assert stats.logme() == pytest.approx(logme(features, labels), rel=1e-9)
 
 
 def test_merged_shard_statistics_equal_one_pass(problem, tmp_path):
@@ -157,7 +176,7 @@ def test_streaming_memory_does_not_grow_with_the_features(tmp_path):
         f"""
         import resource, json
         from ray_logme.reduce import stats_of_shards
-        from ray_logme.storage import FeatureStore
+        from ray_logme.storage import CorruptFileError, FeatureStore
         store = FeatureStore({str(tmp_path / "store")!r})
         # Warm up imports and the first shard, then measure the peak over the whole stream.
         stats_of_shards(store, "big", "t", "classification", [0]).logme()

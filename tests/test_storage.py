@@ -5,8 +5,10 @@ The ``store`` fixture (local folder or moto bucket) is in conftest.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import pickle
 import selectors
 import socket
@@ -27,8 +29,10 @@ from pydantic import ValidationError
 from ray_logme import __version__
 from ray_logme.errors import FeatureError, StorageError
 from ray_logme.storage import (
+    CorruptFileError,
     FeatureStore,
     StorageOptions,
+    StorageUnreachableError,
     content_key,
     filesystem_from_uri,
     list_files,
@@ -575,15 +579,26 @@ def test_unreachable_endpoint_is_a_clear_storage_error(monkeypatch, caplog):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
     port = _closed_port()
     options = StorageOptions(
-        endpoint_override=f"http://127.0.0.1:{port}", max_attempts=1, connect_timeout_s=2
+        endpoint_override=f"http://127.0.0.1:{port}",
+        max_attempts=1,
+        connect_timeout_s=2,
+        retries=2,
+        retry_backoff_s=0.05,
     )
     store = FeatureStore("s3://some-bucket/store", options)
     caplog.set_level(logging.DEBUG)
     started = time.monotonic()
-    with pytest.raises(StorageError, match=rf"cannot reach http://127.0.0.1:{port}") as listing:
+    with pytest.raises(
+        StorageUnreachableError, match=rf"cannot reach http://127.0.0.1:{port}"
+    ) as listing:
         store.check_access()
+    # Bounded retries, then one error that names the URI and what was tried.
+    assert "listing s3://some-bucket/store failed after 3 attempts" in str(listing.value)
     with pytest.raises(StorageError, match="cannot reach") as writing:
         store.write_feature_shard(MODEL_KEY, TASK_KEY, 0, *_shard_arrays(5, 2, seed=0), {})
+    assert "s3://some-bucket/store/features/" in str(writing.value)
+    # The store is known to be down: later calls try once instead of backing off again.
+    assert "attempts" not in str(writing.value)
     assert time.monotonic() - started < 30
     for text in (str(listing.value), str(writing.value), _our_log_text(caplog)):
         _assert_no_credentials(text)
@@ -662,3 +677,259 @@ def test_non_conditional_mode_still_commits_once_on_rerun(s3_server):
         MODEL_KEY, TASK_KEY, 0, row_ids, labels, features, {"n": 2}
     )
     assert store.feature_shard_metadata(MODEL_KEY, TASK_KEY, 0)["metadata"] == {"n": 1}
+
+
+# --------------------------------------------------------------------------------------------
+# Transient faults, local errors and corrupt shards (issue 16.4)
+
+
+class _FlakyProxy:
+    """A TCP proxy to the moto server that can go down and come back on the same port.
+
+    Down: the port refuses connections and open ones are cut, as when an endpoint restarts.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target = ("127.0.0.1", target_port)
+        self.port = _closed_port()
+        self._listener: socket.socket | None = None
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def up(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        listener.settimeout(0.05)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def down(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        with self._lock:
+            open_sockets, self._sockets = self._sockets, []
+        for sock in open_sockets:
+            _close_socket(sock)
+
+    def _accept(self, listener: socket.socket) -> None:
+        while self._listener is listener:
+            try:
+                client, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            client.settimeout(None)
+            upstream = socket.create_connection(self.target)
+            with self._lock:
+                self._sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=_pipe, args=(source, sink), daemon=True).start()
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(1 << 16):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        _close_socket(source)
+        _close_socket(sink)
+
+
+def _close_socket(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
+
+
+def _retry_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "transient storage fault" in r.getMessage()]
+
+
+def test_a_brief_outage_is_ridden_out_on_every_path(s3_server, caplog):
+    """The endpoint goes away for ~0.8 s during each call: reads, writes, listings succeed."""
+    proxy = _FlakyProxy(s3_server.port)
+    proxy.up()
+    try:
+        options = StorageOptions(
+            endpoint_override=f"http://127.0.0.1:{proxy.port}",
+            max_attempts=1,  # no per-request retries: the outage reaches the store's retries
+            retries=10,
+            retry_backoff_s=0.1,
+            retry_max_backoff_s=0.4,
+        )
+        store = FeatureStore(f"s3://{s3_server.new_bucket()}/store", options)
+        row_ids, labels, features = _shard_arrays(300, 8, seed=31)
+        assert store.write_feature_shard(MODEL_KEY, TASK_KEY, 0, row_ids, labels, features, {})
+        caplog.set_level(logging.WARNING, logger="ray_logme.storage")
+        model_json = "models/resnet-abcdef123456/model.json"
+        calls = {
+            "check_access": store.check_access,
+            "read shard": lambda: store.read_feature_shard(MODEL_KEY, TASK_KEY, 0).features,
+            "stream shard": lambda: np.concatenate(
+                [c for c, _ in store.iter_feature_chunks(MODEL_KEY, TASK_KEY, max_rows=64)]
+            ),
+            "list": lambda: store.committed_feature_shards(MODEL_KEY, TASK_KEY),
+            "write model.json": lambda: store.write_text(model_json, '{"ok": 1}'),
+            "read model.json": lambda: store.read_text(model_json),
+            "write shard": lambda: store.write_feature_shard(
+                MODEL_KEY, TASK_KEY, 1, row_ids, labels, features, {}
+            ),
+        }
+        results = {}
+        for name, call in calls.items():
+            proxy.down()
+            comeback = threading.Timer(0.8, proxy.up)
+            comeback.start()
+            try:
+                results[name] = call()
+            finally:
+                comeback.join()
+            assert len(_retry_warnings(caplog)) >= 1, name
+            caplog.clear()
+        np.testing.assert_array_equal(results["read shard"], features)
+        np.testing.assert_array_equal(results["stream shard"], features)
+        assert results["list"] == {0}
+        assert results["write model.json"] is True
+        assert results["read model.json"] == '{"ok": 1}'
+        assert results["write shard"] is True
+        assert store.committed_feature_shards(MODEL_KEY, TASK_KEY) == {0, 1}
+    finally:
+        proxy.down()
+
+
+def test_a_stream_cut_mid_shard_resumes_where_it_stopped(tmp_path, monkeypatch, caplog):
+    """A fault between two batches reopens the shard and skips what was already returned."""
+    store = FeatureStore(str(tmp_path / "store"), StorageOptions(retries=2, retry_backoff_s=0.01))
+    row_ids, labels, features = _shard_arrays(1000, 4, seed=32)
+    store.write_feature_shard(MODEL_KEY, TASK_KEY, 0, row_ids, labels, features, {})
+    original = pq.ParquetFile.iter_batches
+    cuts = []
+
+    def cut_once(self, *args, **kwargs):
+        for number, batch in enumerate(original(self, *args, **kwargs)):
+            if number == 3 and not cuts:
+                cuts.append(number)
+                raise ConnectionResetError(104, "Connection reset by peer")
+            yield batch
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", cut_once)
+    caplog.set_level(logging.WARNING, logger="ray_logme.storage")
+    chunks = list(store.iter_feature_chunks(MODEL_KEY, TASK_KEY, max_rows=128))
+    assert cuts and len(_retry_warnings(caplog)) == 1
+    np.testing.assert_array_equal(np.concatenate([c for c, _ in chunks]), features)
+    np.testing.assert_array_equal(np.concatenate([y for _, y in chunks]), labels)
+
+
+def test_transient_faults_are_told_apart_from_permanent_ones():
+    import botocore.exceptions
+
+    from ray_logme.storage import is_transient
+
+    def client_error(status: int, code: str) -> Exception:
+        return botocore.exceptions.ClientError(
+            {
+                "Error": {"Code": code, "Message": code},
+                "ResponseMetadata": {"HTTPStatusCode": status},
+            },
+            "GetObject",
+        )
+
+    transient = [
+        client_error(503, "SlowDown"),
+        client_error(500, "InternalError"),
+        client_error(400, "RequestTimeout"),
+        client_error(429, "TooManyRequests"),
+        botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:1"),
+        botocore.exceptions.ReadTimeoutError(endpoint_url="http://127.0.0.1:1"),
+        ConnectionResetError(104, "Connection reset by peer"),
+        TimeoutError("timed out"),
+        OSError(
+            "When reading information for key 'k' in bucket 'b': AWS Error NETWORK_CONNECTION "
+            "during GetObject operation: curlCode: 7, Could not connect to server"
+        ),
+        OSError("AWS Error SLOW_DOWN during PutObject operation: Please reduce your request rate."),
+        OSError(
+            "AWS Error UNKNOWN (HTTP status 503) during HeadObject operation: No response body."
+        ),
+    ]
+    permanent = [
+        client_error(404, "NoSuchKey"),
+        client_error(403, "AccessDenied"),
+        client_error(412, "PreconditionFailed"),
+        FileNotFoundError(2, "No such file or directory"),
+        PermissionError(13, "Permission denied"),
+        OSError(28, "No space left on device"),
+        OSError(30, "Read-only file system"),
+        OSError("AWS Error ACCESS_DENIED during HeadObject operation: No response body."),
+        pa.ArrowInvalid("Parquet magic bytes not found in footer. Either the file is corrupted"),
+        OSError("Corrupt snappy compressed data."),
+        ValueError("not a storage fault"),
+    ]
+    assert [e for e in transient if not is_transient(e)] == []
+    assert [e for e in permanent if is_transient(e)] == []
+
+
+@pytest.mark.parametrize(
+    "code, hint",
+    [(13, "permission denied"), (28, "no space left"), (30, "read-only")],
+    ids=["EACCES", "ENOSPC", "EROFS"],
+)
+def test_local_write_errors_get_a_local_hint_and_no_retry(tmp_path, monkeypatch, code, hint):
+    store = FeatureStore(str(tmp_path / "store"), StorageOptions(retries=3, retry_backoff_s=0.01))
+    attempts = []
+
+    def failing_fsync(descriptor: int) -> None:
+        attempts.append(descriptor)
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(StorageError, match=hint) as caught:
+        store.write_text("runs/r1/run.json", "{}")
+    monkeypatch.undo()
+    message = str(caught.value)
+    assert store.uri_of("runs/r1/run.json") in message
+    assert "credentials" not in message and "endpoint" not in message  # no S3 hint
+    assert not isinstance(caught.value, StorageUnreachableError)
+    assert len(attempts) == 1  # a full disk does not get better by retrying
+    assert list((tmp_path / "store" / "runs" / "r1").iterdir()) == []  # no temporary file left
+
+
+def test_a_truncated_shard_is_named_moved_aside_and_recomputed(store):
+    arrays = [_shard_arrays(200, 6, seed=40 + i, first_row=200 * i) for i in range(2)]
+    for shard_index, (row_ids, labels, features) in enumerate(arrays):
+        store.write_feature_shard(MODEL_KEY, TASK_KEY, shard_index, row_ids, labels, features, {})
+    relpath = FeatureStore.feature_shard_relpath(MODEL_KEY, TASK_KEY, 1)
+    whole = store.read_bytes(relpath)
+    store.write_bytes(relpath, whole[: len(whole) // 2])  # torn on disk
+
+    # A plain read names the file and leaves it where it is.
+    with pytest.raises(CorruptFileError, match="corrupt or truncated") as plain:
+        store.read_feature_shard(MODEL_KEY, TASK_KEY, 1)
+    assert store.uri_of(relpath) in str(plain.value)
+    assert store.committed_feature_shards(MODEL_KEY, TASK_KEY) == {0, 1}
+
+    # Scoring's read names it and moves it aside: it no longer counts as committed.
+    with pytest.raises(CorruptFileError, match="moved aside") as scoring:
+        list(store.iter_feature_chunks(MODEL_KEY, TASK_KEY, quarantine_corrupt=True))
+    assert store.uri_of(relpath) in str(scoring.value)
+    assert store.committed_feature_shards(MODEL_KEY, TASK_KEY) == {0}
+    folder = store.path_of(FeatureStore.feature_dir(MODEL_KEY, TASK_KEY))
+    kept = [
+        info
+        for info in store.filesystem.get_file_info(pafs.FileSelector(folder))
+        if info.base_name.startswith(".part-00001.parquet.corrupt-")
+    ]
+    assert [info.size for info in kept] == [len(whole) // 2]  # kept for inspection
+
+    # The rerun's extract writes the shard again, and scoring reads every row.
+    assert store.write_feature_shard(MODEL_KEY, TASK_KEY, 1, *arrays[1], {})
+    chunks = list(store.iter_feature_chunks(MODEL_KEY, TASK_KEY, quarantine_corrupt=True))
+    np.testing.assert_array_equal(
+        np.concatenate([c for c, _ in chunks]), np.concatenate([a[2] for a in arrays])
+    )

@@ -598,10 +598,15 @@ def test_unreachable_or_unsupported_sources_are_storage_errors(tmp_path, monkeyp
     secret = "Zm9vYmFyLXNlY3JldC1rZXktZm9yLXRlc3Rz"
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
     options = StorageOptions(
-        endpoint_override=f"http://127.0.0.1:{port}", max_attempts=1, connect_timeout_s=2
+        endpoint_override=f"http://127.0.0.1:{port}",
+        max_attempts=1,
+        connect_timeout_s=2,
+        retries=1,
+        retry_backoff_s=0.05,
     )
     with pytest.raises(StorageError, match="cannot reach") as caught:
         task_info(_text_spec("s3://bucket/data"), storage_options=options)
+    assert "listing s3://bucket/data failed after 2 attempts" in str(caught.value)
     assert secret not in str(caught.value)
 
 

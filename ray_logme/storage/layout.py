@@ -7,6 +7,7 @@ owner. All paths are relative to the store root, use ``/`` and are what
     tasks/{task_key}/part-{shard:05d}.parquet                 task snapshot: row_id, input, label
     tasks/{task_key}/_task.json                               TaskInfo
     features/{model_key}/{task_key}/part-{shard:05d}.parquet  row_id, label, features
+    features/{model_key}/{task_key}/.part-{shard:05d}.parquet.corrupt-{tag}  moved aside (corrupt)
     models/{model_key}/model.json                             model metadata (extract stage)
     scores/{metric}/{model_key}/{task_key}.json               cached score of one pair (reduce)
     runs/{run_id}/run.json                                    run record
@@ -123,6 +124,18 @@ def feature_dir(model_key: str, task_key: str) -> str:
 def feature_shard(model_key: str, task_key: str, shard_index: int) -> str:
     """``features/{model_key}/{task_key}/part-{shard:05d}.parquet``."""
     return f"{feature_dir(model_key, task_key)}/{shard_file_name(shard_index)}"
+
+
+def quarantined_feature_shard(model_key: str, task_key: str, shard_index: int, tag: str) -> str:
+    """``features/{model_key}/{task_key}/.part-{shard:05d}.parquet.corrupt-{tag}``.
+
+    Where a committed shard that cannot be decoded is moved aside: hidden (a leading dot) and not
+    a shard name, so listings skip it and the next extract recomputes the shard.
+    """
+    return (
+        f"{feature_dir(model_key, task_key)}/.{shard_file_name(shard_index)}"
+        f".corrupt-{check_key(tag, 'tag')}"
+    )
 
 
 def model_record(model_key: str) -> str:

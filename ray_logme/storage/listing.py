@@ -1,19 +1,21 @@
 """Listing the data files under a URI, with sizes and versions (ETag or mtime).
 
 :func:`list_files` is how task sources are found and fingerprinted: a file or a folder/prefix,
-local or on S3, listed recursively with hidden and ``_``-prefixed paths skipped. Errors come out
-as :class:`~ray_logme.errors.StorageError` through :mod:`ray_logme.storage.faults`.
+local or on S3, listed recursively with hidden and ``_``-prefixed paths skipped. Transient
+faults are retried; errors come out as :class:`~ray_logme.errors.StorageError` through
+:mod:`ray_logme.storage.faults`.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow.fs as pafs
 
 from ray_logme.errors import StorageError
-from ray_logme.storage.faults import _translate_errors
+from ray_logme.storage.retry import call_with_retries
 from ray_logme.storage.uri import (
     StorageOptions,
     _display_uri,
@@ -45,8 +47,9 @@ def list_files(
     A folder is listed recursively; names ending in ``suffixes`` are kept, and paths with a
     part starting with ``.`` or ``_`` (``_SUCCESS``, ``_temporary/``, hidden files) are skipped.
     ``base_path`` is the folder (the parent of a single file). On S3 the listing comes from
-    boto3 because pyarrow does not report ETags. Raises :class:`StorageError` when nothing is
-    at ``uri`` or storage cannot be reached.
+    boto3 because pyarrow does not report ETags. Transient faults are retried (see
+    :mod:`ray_logme.storage.retry`). Raises :class:`StorageError` when nothing is at ``uri`` or
+    storage cannot be reached.
     """
     import botocore.exceptions
 
@@ -55,7 +58,9 @@ def list_files(
     settings = None if scheme == "local" else _resolve_s3(options)
     display = _display_uri(uri)
     prefix = "s3://" if scheme == "s3" else ""
-    with _translate_errors("listing", uri, settings):
+
+    def list_once() -> tuple[pafs.FileSystem | None, str, list[Any]]:
+        """``(filesystem, base, [StoredFile])`` for a single file, else ``(None, base, entries)``."""
         if scheme == "local":
             info = filesystem.get_file_info(path)
             if info.type == pafs.FileType.NotFound:
@@ -119,6 +124,17 @@ def list_files(
                     )
             if not entries:
                 raise StorageError(f"{display} does not exist (no objects under it)")
+        return None, base, entries
+
+    single, base, entries = call_with_retries(
+        list_once,
+        action="listing",
+        uri=uri,
+        options=options or StorageOptions(),
+        settings=settings,
+    )
+    if single is not None:
+        return single, base, entries
     files = []
     for file_path, size, version in entries:
         relpath = file_path[len(base) :].lstrip("/")

@@ -9,6 +9,13 @@ single PUT is atomic, and a conditional PUT (``If-None-Match: *``) commits a sha
 when two writers race. pyarrow does the reading and listing; boto3 does the S3 writes, because
 pyarrow has neither conditional PUTs nor a way to abort an upload that failed half-way (its
 output stream completes the upload when it is closed or garbage-collected).
+
+Every read, write, listing and existence check is retried after transient faults (a bounded
+number of times, with backoff; see :mod:`ray_logme.storage.retry`) and then fails with one
+:class:`~ray_logme.errors.StorageError` that names the URI. A file that is read but cannot be
+decoded raises :class:`~ray_logme.storage.faults.CorruptFileError` naming it; a corrupt feature
+shard can be moved aside (:meth:`FeatureStore.quarantine_feature_shard`) so that the next
+extract recomputes it.
 """
 
 from __future__ import annotations
@@ -20,9 +27,9 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -31,8 +38,9 @@ import pyarrow.parquet as pq
 
 from ray_logme.errors import FeatureError, StorageError
 from ray_logme.storage import layout
-from ray_logme.storage.faults import _translate_errors
+from ray_logme.storage.faults import CorruptFileError, StorageUnreachableError
 from ray_logme.storage.layout import shard_indices
+from ray_logme.storage.retry import call_with_retries
 from ray_logme.storage.shards import (
     FEATURE_ROW_GROUP_BYTES,
     SCHEMA_METADATA_KEY,
@@ -55,6 +63,8 @@ from ray_logme.storage.uri import (
 logger = logging.getLogger("ray_logme.storage")
 
 _MAX_SINGLE_PUT_BYTES = 5 * (1 << 30)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -99,6 +109,9 @@ class FeatureStore:
         self._filesystem: pafs.FileSystem | None = None
         self._s3_client: Any = None
         self._settings: _S3Settings | None = None
+        # Set when an operation spent its retries on transient faults; cleared by a success.
+        # While set, operations try once: a store that is down fails each call fast.
+        self._unreachable = False
 
     # -- pickling: never ship a filesystem, a client or credentials -----------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -106,6 +119,7 @@ class FeatureStore:
         state["_filesystem"] = None
         state["_s3_client"] = None
         state["_settings"] = None
+        state["_unreachable"] = False
         return state
 
     def __repr__(self) -> str:
@@ -154,13 +168,36 @@ class FeatureStore:
         relpath = _check_relpath(relpath)
         return f"{self.root_uri}/{relpath}" if relpath else self.root_uri
 
+    def _retrying(self, action: str, relpath: str, operation: Callable[[], T]) -> T:
+        """``operation()`` with bounded retries after transient faults, errors naming ``relpath``.
+
+        Once an operation has spent its retries (:class:`StorageUnreachableError`), later ones
+        try once until one succeeds: a store that stays down costs one backoff series per
+        process, not one per call.
+        """
+        try:
+            result = call_with_retries(
+                operation,
+                action=action,
+                uri=self.uri_of(relpath),
+                options=self.options,
+                settings=self._s3_settings(),
+                retries=0 if self._unreachable else None,
+            )
+        except StorageUnreachableError:
+            self._unreachable = True
+            raise
+        self._unreachable = False
+        return result
+
     def check_access(self) -> None:
         """Fail fast with a clear :class:`StorageError` when the root cannot be listed.
 
         Catches an unreachable endpoint, wrong credentials and a missing bucket before any
-        work is scheduled.
+        work is scheduled (after the usual retries, so a brief hiccup at start is ridden out).
         """
-        with _translate_errors("listing", self.root_uri, self._s3_settings()):
+
+        def probe() -> None:
             if not self.is_local:
                 bucket = self._root_path.split("/", 1)[0]
                 if self.filesystem.get_file_info(bucket).type == pafs.FileType.NotFound:
@@ -170,33 +207,34 @@ class FeatureStore:
                     )
             self.filesystem.get_file_info(pafs.FileSelector(self._root_path, allow_not_found=True))
 
+        self._retrying("listing", "", probe)
+
     # -- generic objects -------------------------------------------------------------------
     def exists(self, relpath: str) -> bool:
         """Whether ``relpath`` is a committed object (or a folder with objects)."""
-        path = self.path_of(relpath)
-        with _translate_errors("checking", self.uri_of(relpath), self._s3_settings()):
-            return self.filesystem.get_file_info(path).type != pafs.FileType.NotFound
+        return self._retrying("checking", relpath, lambda: self._exists_once(relpath))
+
+    def _exists_once(self, relpath: str) -> bool:
+        return self.filesystem.get_file_info(self.path_of(relpath)).type != pafs.FileType.NotFound
 
     def list_dir(self, relpath: str = "") -> list[str]:
         """Sorted names directly under ``relpath`` (files and folders); ``[]`` if it is absent.
 
         Temporary files of writes in progress (names starting with ``.``) are not listed.
         """
-        path = self.path_of(relpath)
-        with _translate_errors("listing", self.uri_of(relpath), self._s3_settings()):
-            infos = self.filesystem.get_file_info(
-                pafs.FileSelector(path, recursive=False, allow_not_found=True)
-            )
+        selector = pafs.FileSelector(self.path_of(relpath), recursive=False, allow_not_found=True)
+        infos = self._retrying("listing", relpath, lambda: self.filesystem.get_file_info(selector))
         names = {info.base_name for info in infos}
         return sorted(name for name in names if name and not name.startswith("."))
 
     def read_bytes(self, relpath: str) -> bytes:
         """The whole object at ``relpath``."""
-        with (
-            _translate_errors("reading", self.uri_of(relpath), self._s3_settings()),
-            self.filesystem.open_input_stream(self.path_of(relpath)) as stream,
-        ):
-            return stream.read()
+
+        def read() -> bytes:
+            with self.filesystem.open_input_stream(self.path_of(relpath)) as stream:
+                return stream.read()
+
+        return self._retrying("reading", relpath, read)
 
     def write_bytes(self, relpath: str, data: bytes | pa.Buffer, *, overwrite: bool = True) -> bool:
         """Write ``data`` to ``relpath`` atomically; return whether this call wrote it.
@@ -204,11 +242,13 @@ class FeatureStore:
         ``overwrite=False`` commits at most once: if the object exists (or a racing writer
         commits first) nothing is written and ``False`` is returned.
         """
-        uri = self.uri_of(relpath)
-        with _translate_errors("writing", uri, self._s3_settings()):
-            if self.is_local:
-                return self._write_local(relpath, data, overwrite=overwrite)
-            return self._write_s3(relpath, data, overwrite=overwrite)
+        if self.is_local:
+            return self._retrying(
+                "writing", relpath, lambda: self._write_local(relpath, data, overwrite=overwrite)
+            )
+        return self._retrying(
+            "writing", relpath, lambda: self._write_s3(relpath, data, overwrite=overwrite)
+        )
 
     def read_text(self, relpath: str) -> str:
         return self.read_bytes(relpath).decode("utf-8")
@@ -218,9 +258,19 @@ class FeatureStore:
         return self.write_bytes(relpath, text.encode("utf-8"), overwrite=overwrite)
 
     def read_table(self, relpath: str, columns: list[str] | None = None) -> pa.Table:
-        """Read the Parquet file at ``relpath`` (optionally only ``columns``)."""
-        with _translate_errors("reading", self.uri_of(relpath), self._s3_settings()):
-            return pq.read_table(self.path_of(relpath), columns=columns, filesystem=self.filesystem)
+        """Read the Parquet file at ``relpath`` (optionally only ``columns``), with retries.
+
+        Raises :class:`StorageError` naming the file when it is missing or storage stays
+        unreachable, and :class:`CorruptFileError` when it cannot be decoded. Stages that read
+        Parquet from the store should read through here rather than ``pq.read_table``.
+        """
+        return self._retrying(
+            "reading",
+            relpath,
+            lambda: pq.read_table(
+                self.path_of(relpath), columns=columns, filesystem=self.filesystem
+            ),
+        )
 
     def write_table(
         self, relpath: str, table: pa.Table, *, overwrite: bool = True, **parquet_options: Any
@@ -282,7 +332,7 @@ class FeatureStore:
         bucket, _, key = self.path_of(relpath).partition("/")
         body = data.to_pybytes() if isinstance(data, pa.Buffer) else bytes(data)
         conditional = not overwrite and self.options.conditional_writes
-        if not overwrite and not conditional and self.exists(relpath):
+        if not overwrite and not conditional and self._exists_once(relpath):
             return False
         logger.debug(
             "uploading %s (%d bytes, conditional=%s)", self.uri_of(relpath), size, conditional
@@ -308,7 +358,7 @@ class FeatureStore:
                         "conditional_writes: false"
                     ) from None
                 raise
-        if self.exists(relpath):
+        if self._exists_once(relpath):
             return False
         raise StorageError(
             f"writing {self.uri_of(relpath)} kept conflicting with another upload (HTTP 409); "
@@ -379,8 +429,11 @@ class FeatureStore:
     ) -> dict[str, Any]:
         """The JSON record of a shard's schema metadata; reads only the Parquet footer."""
         relpath = self.feature_shard_relpath(model_key, task_key, shard_index)
-        with _translate_errors("reading", self.uri_of(relpath), self._s3_settings()):
-            schema = pq.read_schema(self.path_of(relpath), filesystem=self.filesystem)
+        schema = self._retrying(
+            "reading",
+            relpath,
+            lambda: pq.read_schema(self.path_of(relpath), filesystem=self.filesystem),
+        )
         raw = (schema.metadata or {}).get(SCHEMA_METADATA_KEY)
         if raw is None:
             raise FeatureError(
@@ -406,14 +459,21 @@ class FeatureStore:
         task_key: str,
         max_rows: int = 4096,
         shard_indices: set[int] | list[int] | None = None,
+        *,
+        quarantine_corrupt: bool = False,
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Stream ``(features: float32[m, d], labels)`` with ``m <= max_rows``, shard by shard.
 
         ``labels`` is ``int64[m]``, ``float64[m]`` or ``float64[m, t]``. Reads one row group at a
         time (row groups are written at most ~8 MiB of features), so memory stays about
-        ``max(max_rows, row group) x d`` whatever the number of shards. Shards are read in index
+        ``max(max_rows, row group) x d`` whatever the number of shards; a transient fault retries
+        the row group being read (reopening the file), not the shard. Shards are read in index
         order; ``shard_indices`` restricts them (default: all committed shards). Raises
-        :class:`FeatureError` if shards disagree on the feature dimension.
+        :class:`FeatureError` if shards disagree on the feature dimension, and
+        :class:`CorruptFileError` naming a shard that cannot be decoded; with
+        ``quarantine_corrupt`` that shard is first moved aside
+        (:meth:`quarantine_feature_shard`), so it no longer counts as committed and the next
+        extract recomputes it.
         """
         if max_rows < 1:
             raise ValueError(f"max_rows must be >= 1, got {max_rows}")
@@ -425,43 +485,178 @@ class FeatureStore:
         feature_dim: int | None = None
         for shard_index in indices:
             relpath = self.feature_shard_relpath(model_key, task_key, shard_index)
-            uri = self.uri_of(relpath)
-            with _translate_errors("reading", uri, self._s3_settings()):
-                source = self.filesystem.open_input_file(self.path_of(relpath))
-            with source:
-                with _translate_errors("reading", uri, self._s3_settings()):
-                    parquet_file = pq.ParquetFile(source)
+            reader = _ParquetReader(self.filesystem, self.path_of(relpath))
+            try:
+                try:
+                    parquet_file = self._retrying("reading", relpath, reader.open)
                     shard_dim = parquet_file.schema_arrow.field("features").type.list_size
-                if feature_dim is not None and shard_dim != feature_dim:
-                    raise FeatureError(
-                        f"{uri} has feature_dim {shard_dim} but earlier shards of "
-                        f"{model_key}/{task_key} have {feature_dim}: delete the stale shards"
+                    if feature_dim is not None and shard_dim != feature_dim:
+                        raise FeatureError(
+                            f"{self.uri_of(relpath)} has feature_dim {shard_dim} but earlier "
+                            f"shards of {model_key}/{task_key} have {feature_dim}: delete the "
+                            "stale shards"
+                        )
+                    feature_dim = shard_dim
+                    for group in range(parquet_file.num_row_groups):
+                        reader.start_row_group(group, ["features", "label"], max_rows)
+                        while True:
+                            batch = self._retrying("reading", relpath, reader.next_batch)
+                            if batch is None:
+                                break
+                            yield (
+                                _features_to_numpy(batch.column("features")),
+                                labels_to_numpy(batch.column("label")),
+                            )
+                except CorruptFileError as error:
+                    if not quarantine_corrupt:
+                        raise
+                    moved_to = self.quarantine_feature_shard(model_key, task_key, shard_index)
+                    where = (
+                        f"moved aside to {moved_to}"
+                        if moved_to
+                        else "already moved aside or replaced"
                     )
-                feature_dim = shard_dim
-                batches = parquet_file.iter_batches(
-                    batch_size=max_rows, columns=["features", "label"], use_threads=False
+                    raise CorruptFileError(
+                        f"{error}; {where}: the next extract of {model_key}/{task_key} "
+                        f"recomputes shard {shard_index}",
+                        uri=error.uri,
+                    ) from None
+            finally:
+                reader.close()
+
+    def quarantine_feature_shard(
+        self, model_key: str, task_key: str, shard_index: int
+    ) -> str | None:
+        """Move a corrupt committed shard aside; return where it went (None if nothing moved).
+
+        The shard goes to a hidden name beside it (:func:`.layout.quarantined_feature_shard`),
+        kept for inspection: it no longer counts as committed, so the next extract writes the
+        shard again. A shard that decodes (a writer replaced it meanwhile) or is gone is left
+        alone. Locally the move is one rename; on S3 a copy then a delete.
+        """
+        relpath = self.feature_shard_relpath(model_key, task_key, shard_index)
+        try:  # decode it all again, streaming (memory stays one row group)
+            for _ in self.iter_feature_chunks(model_key, task_key, shard_indices=[shard_index]):
+                pass
+        except CorruptFileError:
+            pass  # still corrupt: move it
+        except (StorageError, FeatureError):
+            return None  # gone, or not ours to judge
+        else:
+            return None  # it decodes now: a writer replaced it
+        tag = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
+        target = layout.quarantined_feature_shard(model_key, task_key, shard_index, tag)
+
+        def move() -> bool:
+            if self.is_local:
+                try:
+                    os.replace(self.path_of(relpath), self.path_of(target))
+                except FileNotFoundError:
+                    return False
+                return True
+            import botocore.exceptions
+
+            bucket, _, key = self.path_of(relpath).partition("/")
+            _, _, target_key = self.path_of(target).partition("/")
+            try:
+                self._client().copy_object(
+                    Bucket=bucket, Key=target_key, CopySource={"Bucket": bucket, "Key": key}
                 )
-                while True:
-                    with _translate_errors("reading", uri, self._s3_settings()):
-                        batch = next(batches, None)
-                    if batch is None:
-                        break
-                    yield (
-                        _features_to_numpy(batch.column("features")),
-                        labels_to_numpy(batch.column("label")),
-                    )
+            except botocore.exceptions.ClientError as error:
+                if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                    return False
+                raise
+            self._client().delete_object(Bucket=bucket, Key=key)
+            return True
+
+        if not self._retrying("moving aside", relpath, move):
+            return None
+        logger.warning(
+            "moved the corrupt feature shard %s aside to %s", self.uri_of(relpath), target
+        )
+        return self.uri_of(target)
 
     def feature_num_rows(self, model_key: str, task_key: str) -> int:
         """Total rows over the committed shards, from the Parquet footers only."""
         total = 0
         for shard_index in self.committed_feature_shards(model_key, task_key):
             relpath = self.feature_shard_relpath(model_key, task_key, shard_index)
-            with (
-                _translate_errors("reading", self.uri_of(relpath), self._s3_settings()),
-                self.filesystem.open_input_file(self.path_of(relpath)) as source,
-            ):
-                total += pq.ParquetFile(source).metadata.num_rows
+            total += self._retrying(
+                "reading",
+                relpath,
+                lambda relpath=relpath: (
+                    pq.read_metadata(self.path_of(relpath), filesystem=self.filesystem).num_rows
+                ),
+            )
         return total
+
+
+class _ParquetReader:
+    """Batches of one row group of a Parquet file, resumable after a failed read (for retries).
+
+    :meth:`next_batch` reads on from where the last good batch ended: after a failure the file
+    is closed, and the next call reopens it and skips the rows already returned. Memory stays
+    one batch plus the column chunks being decoded, as with ``ParquetFile.iter_batches``.
+    """
+
+    def __init__(self, filesystem: pafs.FileSystem, path: str) -> None:
+        self._filesystem = filesystem
+        self._path = path
+        self._source: Any = None
+        self._file: pq.ParquetFile | None = None
+        self._batches: Iterator[pa.RecordBatch] | None = None
+        self._group = 0
+        self._columns: list[str] = []
+        self._max_rows = 1
+        self._rows_done = 0
+
+    def open(self) -> pq.ParquetFile:
+        """The file, opened now if it is not open (reads the footer)."""
+        if self._file is None:
+            try:
+                self._source = self._filesystem.open_input_file(self._path)
+                self._file = pq.ParquetFile(self._source)
+            except BaseException:
+                self.close()
+                raise
+        return self._file
+
+    def start_row_group(self, group: int, columns: list[str], max_rows: int) -> None:
+        self._group, self._columns, self._max_rows = group, columns, max_rows
+        self._rows_done = 0
+        self._batches = None
+
+    def next_batch(self) -> pa.RecordBatch | None:
+        """The next batch (at most ``max_rows`` rows) of the row group, or None at its end."""
+        try:
+            if self._batches is None:
+                self._batches = self.open().iter_batches(
+                    batch_size=self._max_rows,
+                    row_groups=[self._group],
+                    columns=self._columns,
+                    use_threads=False,
+                )
+                skip = self._rows_done
+                while skip > 0:  # rows returned before the failure
+                    batch = next(self._batches)
+                    if batch.num_rows > skip:
+                        batch = batch.slice(skip)
+                        self._rows_done += batch.num_rows
+                        return batch
+                    skip -= batch.num_rows
+            batch = next(self._batches, None)
+        except BaseException:
+            self.close()  # a broken connection: the retry reopens and resumes
+            raise
+        if batch is not None:
+            self._rows_done += batch.num_rows
+        return batch
+
+    def close(self) -> None:
+        source, self._source, self._file, self._batches = self._source, None, None, None
+        if source is not None:
+            with contextlib.suppress(OSError):
+                source.close()
 
 
 # -- helpers -----------------------------------------------------------------------------------

@@ -50,7 +50,22 @@ class StorageOptions(BaseModel):
     profile: str | None = Field(default=None, description="Named profile of ~/.aws/config.")
     connect_timeout_s: float = Field(default=10.0, gt=0)
     request_timeout_s: float = Field(default=120.0, gt=0)
-    max_attempts: int = Field(default=3, ge=1, description="Attempts per request, with backoff.")
+    max_attempts: int = Field(
+        default=3, ge=1, description="Attempts per HTTP request inside pyarrow/boto3, with backoff."
+    )
+    retries: int = Field(
+        default=5,
+        ge=0,
+        le=20,
+        description="Retries of a whole store operation (read, write, list, exists) after a "
+        "transient fault: connection refused/reset, timeout, HTTP 5xx, throttling.",
+    )
+    retry_backoff_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="Delay before the first retry; doubles each retry, with jitter.",
+    )
+    retry_max_backoff_s: float = Field(default=30.0, ge=0, description="Cap on one retry delay.")
     conditional_writes: bool = Field(
         default=True,
         description="Commit shards with If-None-Match: * (exactly once). Turn off for stores "
