@@ -220,8 +220,13 @@ class RunConfig(_Strict):
         return result
 
     def config_hash(self) -> str:
-        """sha256 over the canonical JSON of the config (what the run computes)."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, default=str)
+        """sha256 over the canonical JSON of the config (what the run computes).
+
+        Settings left at their defaults are not hashed, so a release that adds a setting
+        (with a default) keeps the hash of every existing config, and ``--resume`` still works.
+        """
+        dumped = self.model_dump(mode="json", exclude_defaults=True)
+        canonical = json.dumps(dumped, sort_keys=True, default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     @classmethod

@@ -74,7 +74,7 @@ def test_model_spec_is_frozen_hashable_and_has_display_names():
     )
     assert (
         ModelSpec(hub="timm", name="resnet50", checkpoint_path="/ckpt/ft.safetensors").display_name
-        == "resnet50 [ckpt:ft.safetensors]"
+        == "resnet50 [ckpt:ckpt/ft.safetensors]"  # the folder tells two fine-tunes apart
     )
 
 
@@ -454,10 +454,10 @@ def test_pkg_names_load_a_folder_shipped_in_an_installed_package(
         load_preprocessor(ModelSpec(hub="timm", name="pkg:no_such_pkg_xyz/models/mine"))
 
     # The feature store's content key hashes that folder for every spelling of the name.
-    from ray_logme.extract import _weight_identity
+    from ray_logme.hub.identity import weight_identity
 
     identities = {
-        _weight_identity(ModelSpec(hub="timm", name=name))
+        weight_identity(ModelSpec(hub="timm", name=name))
         for name in (
             "pkg:zoo_pkg_for_test/models/mine",
             "local-dir:pkg:zoo_pkg_for_test/models/mine",
