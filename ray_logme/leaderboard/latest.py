@@ -139,14 +139,31 @@ def publish_latest(
     pointer = layout.latest_pointer()
     if not _move_pointer(store, mine):
         return {}
-    written = {pointer: store.uri_of(pointer)}
-    for name, data in files.items():
-        relpath = layout.leaderboard_file(layout.LATEST_LEADERBOARD_DIR, name)
-        if not _copy_while_latest(store, relpath, data, mine):
-            logger.info("run %s: a later run took %s while copying", run_id, pointer)
-            return {}
-        written[relpath] = store.uri_of(relpath)
-    return written
+    copies = {
+        layout.leaderboard_file(layout.LATEST_LEADERBOARD_DIR, name): data
+        for name, data in files.items()
+    }
+    pending = dict(copies)
+    # Copy, then read the copies back: a server whose conditional PUT is not atomic (or the
+    # storage option conditional_writes: false) can let a racing publisher's copy land last.
+    for _ in range(_MAX_SWAP_ATTEMPTS):
+        for relpath, data in pending.items():
+            if not _copy_while_latest(store, relpath, data, mine):
+                logger.info("run %s: a later run took %s while copying", run_id, pointer)
+                return {}
+        pending = {
+            relpath: data
+            for relpath, data in copies.items()
+            if store.read_versioned(relpath)[0] != data
+        }
+        if not pending:
+            return {pointer: store.uri_of(pointer)} | {
+                relpath: store.uri_of(relpath) for relpath in copies
+            }
+    raise StorageError(
+        f"the copies under {store.uri_of(layout.LATEST_LEADERBOARD_DIR)} kept changing under "
+        f"run {run_id}'s compare-and-swap ({_MAX_SWAP_ATTEMPTS} tries); publish again"
+    )
 
 
 def _move_pointer(store: Any, mine: LatestPointer) -> bool:
