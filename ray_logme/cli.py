@@ -213,7 +213,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         run = load_run(store, record["run_id"], record)
         check_rankable(run)
     else:
-        run = _latest_readable_run(store, finished)
+        run = _published_run(store, finished) or _latest_readable_run(store, finished)
     board = build_run_leaderboard(run, load_history(store, exclude=run.run_id))
     if args.max_params or args.min_throughput or args.max_feature_dim:
         board = filter_models(
@@ -227,6 +227,35 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     else:
         print(to_markdown(board))
     return 0
+
+
+def _published_run(store, finished):
+    """The run the store's ``leaderboard/LATEST`` pointer names, as the refresh published it.
+
+    ``None`` (and the caller falls back to the newest finished run) for a store written before
+    the pointer existed, or when the run it names cannot be read or ranked (warned).
+    """
+    from ray_logme.leaderboard import read_latest
+    from ray_logme.pipeline import check_rankable, load_run
+
+    pointer = read_latest(store)
+    if pointer is None:
+        return None
+    record = next((r for r in finished if r["run_id"] == pointer.run_id), None)
+    try:
+        if record is None:
+            raise RayLogMEError("it is not a finished run on the store")
+        run = load_run(store, record["run_id"], record)
+        check_rankable(run)
+        return run
+    except Exception as exc:
+        logger.warning(
+            "the published leaderboard names run %s, which cannot be shown (%s); showing the "
+            "newest finished run instead",
+            pointer.run_id,
+            exc,
+        )
+        return None
 
 
 def _latest_readable_run(store, finished):

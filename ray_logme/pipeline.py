@@ -41,7 +41,12 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class RefreshResult:
-    """Where a refresh put its outputs, and what failed."""
+    """Where a refresh put its outputs, and what failed.
+
+    ``leaderboard_html`` and ``leaderboard_md`` are the published copies under ``leaderboard/``
+    when the run is the latest (see :mod:`ray_logme.leaderboard.latest`), else the run's own
+    ``runs/{run_id}/leaderboard/`` files.
+    """
 
     run_id: str
     store_uri: str
@@ -173,12 +178,23 @@ def _run_stages(
         num_failed=len(failed),
     )
     _write_run_record(store, run_id, record)
-    latest = layout.LATEST_LEADERBOARD_DIR
+    # The published copies when this run is the latest, else the run's own folder (a resumed
+    # older run is never published over a run that started later).
+    published = layout.latest_pointer() in written
+    folder = layout.LATEST_LEADERBOARD_DIR if published else layout.run_leaderboard_dir(run_id)
+    if not published:
+        logger.warning(
+            "run %s is not the latest run on %s (one that started later has published): its "
+            "leaderboard is in %s",
+            run_id,
+            store.uri_of(""),
+            store.uri_of(folder),
+        )
     return RefreshResult(
         run_id=run_id,
         store_uri=store.uri_of(""),
-        leaderboard_html=written[layout.leaderboard_file(latest, layout.LEADERBOARD_PAGE_FILE)],
-        leaderboard_md=written[layout.leaderboard_file(latest, layout.LEADERBOARD_SUMMARY_FILE)],
+        leaderboard_html=written[layout.leaderboard_file(folder, layout.LEADERBOARD_PAGE_FILE)],
+        leaderboard_md=written[layout.leaderboard_file(folder, layout.LEADERBOARD_SUMMARY_FILE)],
         scores_uri=store.uri_of(layout.run_scores(run_id)),
         status_uri=store.uri_of(layout.run_status(run_id)),
         num_pairs=scores.num_rows,

@@ -800,7 +800,10 @@ def test_write_leaderboard_round_trips_through_the_store(feature_store):
             assert feature_store.exists(relpath), relpath
         for name in names:
             table = lb.tables()[name]
+            # Every table names the run whose leaderboard it is, in a last column.
             parquet = feature_store.read_table(f"{prefix}/{name}.parquet").to_pandas()
+            assert list(parquet.columns) == [*table.columns, "leaderboard_run_id"]
+            assert (parquet.pop("leaderboard_run_id") == "run-1").all()
             pd.testing.assert_frame_equal(
                 parquet.astype(object), as_written(table).astype(object), check_dtype=False
             )
@@ -808,7 +811,8 @@ def test_write_leaderboard_round_trips_through_the_store(feature_store):
                 io.StringIO(feature_store.read_text(f"{prefix}/{name}.csv")),
                 keep_default_na=False,
             )
-            assert list(csv.columns) == list(table.columns)
+            assert list(csv.columns) == [*table.columns, "leaderboard_run_id"]
+            assert (csv["leaderboard_run_id"] == "run-1").all()
             assert len(csv) == len(table)
         assert feature_store.read_text(f"{prefix}/summary.md") == to_markdown(lb)
         assert feature_store.read_text(f"{prefix}/index.html") == to_html(lb)
@@ -818,6 +822,11 @@ def test_write_leaderboard_round_trips_through_the_store(feature_store):
         ).set_index("model")
         assert overall_csv.at["resnet18", "hub"] == "'" + formula
         assert overall_csv.at["resnet18", "rank_delta"] == "-1.0"  # numbers are left alone
+    pointer = json.loads(feature_store.read_text("leaderboard/LATEST"))
+    assert written["leaderboard/LATEST"] == feature_store.uri_of("leaderboard/LATEST")
+    assert pointer["run_id"] == "run-1" and pointer["folder"] == "runs/run-1/leaderboard"
+    assert pointer["timestamp"] == "2025-01-02T00:00:00Z"
+    assert set(pointer["files"]) == {path.split("/")[-1] for path in expected_files}
     with pytest.raises(ValueError, match="run_id"):
         write_leaderboard(lb, feature_store, "../x")
     # Without "latest", only the run's own folder is written.

@@ -3,8 +3,9 @@
 Input is the reduce stage's scores table and the extract stage's models table (schemas in
 :mod:`ray_logme.tables`); output is a :class:`Leaderboard` of pandas tables, rendered to Markdown
 (:func:`to_markdown`), one self-contained HTML page (:func:`to_html`), and written with Parquet and
-CSV copies through the feature store (:func:`write_leaderboard`). Everything except the writer is
-pure: no I/O, no Ray.
+CSV copies through the feature store (:func:`write_leaderboard`), published as the latest through
+the ``leaderboard/LATEST`` pointer. Everything except the writer and the pointer is pure: no I/O,
+no Ray.
 
 This package is its public face; the code lives in one module per concern:
 
@@ -17,7 +18,9 @@ This package is its public face; the code lives in one module per concern:
 * :mod:`~ray_logme.leaderboard.query`: :func:`filter_models`, :func:`per_task_wide`, counts.
 * :mod:`~ray_logme.leaderboard.display`, :mod:`~ray_logme.leaderboard.markdown`,
   :mod:`~ray_logme.leaderboard.html`: the renderers and what they share.
-* :mod:`~ray_logme.leaderboard.write`: :func:`write_leaderboard`.
+* :mod:`~ray_logme.leaderboard.write`: :func:`write_leaderboard`, :func:`leaderboard_files`.
+* :mod:`~ray_logme.leaderboard.latest`: the ``leaderboard/LATEST`` pointer that names the
+  published run (:func:`publish_latest`, :func:`read_latest`).
 
 Ranking rules
 -------------
@@ -95,6 +98,7 @@ its traceback), and a model that failed to load is one row with an empty task.
 from ray_logme.leaderboard.build import build_leaderboard
 from ray_logme.leaderboard.display import format_cost
 from ray_logme.leaderboard.html import json_for_script, leaderboard_data, to_html
+from ray_logme.leaderboard.latest import LatestPointer, publish_latest, read_latest
 from ray_logme.leaderboard.markdown import markdown_text, to_markdown
 from ray_logme.leaderboard.query import filter_models, format_count, parse_count, per_task_wide
 from ray_logme.leaderboard.ranking import pareto_front
@@ -111,7 +115,7 @@ from ray_logme.leaderboard.records import (
     PastRun,
     RunRecord,
 )
-from ray_logme.leaderboard.write import write_leaderboard
+from ray_logme.leaderboard.write import leaderboard_files, write_leaderboard
 
 __all__ = [
     "CHANGES_COLUMNS",
@@ -122,6 +126,7 @@ __all__ = [
     "PARETO_COLUMNS",
     "PER_TASK_COLUMNS",
     "RUNS_COLUMNS",
+    "LatestPointer",
     "Leaderboard",
     "PastRun",
     "RunRecord",
@@ -131,10 +136,13 @@ __all__ = [
     "format_count",
     "json_for_script",
     "leaderboard_data",
+    "leaderboard_files",
     "markdown_text",
     "pareto_front",
     "parse_count",
     "per_task_wide",
+    "publish_latest",
+    "read_latest",
     "to_html",
     "to_markdown",
     "write_leaderboard",

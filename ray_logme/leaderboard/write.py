@@ -1,9 +1,11 @@
 """Writing a leaderboard through the feature store: Parquet and CSV copies of its tables, the
-Markdown summary and the HTML page (:func:`write_leaderboard`)."""
+Markdown summary and the HTML page, each naming its run (:func:`leaderboard_files`), to the run's
+own folder, then published as the latest if it is (:func:`write_leaderboard`)."""
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 from typing import Any
 
@@ -11,6 +13,7 @@ import pandas as pd
 
 from ray_logme.leaderboard.html import to_html
 from ray_logme.leaderboard.inputs import _text
+from ray_logme.leaderboard.latest import publish_latest
 from ray_logme.leaderboard.markdown import to_markdown
 from ray_logme.leaderboard.records import Leaderboard
 from ray_logme.storage import layout
@@ -46,49 +49,75 @@ def _arrow_table(table: pd.DataFrame):
     return pa.Table.from_pandas(converted, preserve_index=False)
 
 
+#: The column every written table gets, naming the run whose leaderboard the file is (tables such
+#: as ``runs`` already have a ``run_id`` column of their own).
+RUN_COLUMN = "leaderboard_run_id"
+#: The Parquet schema metadata key naming the run: ``{"run_id", "timestamp"}`` as JSON.
+PARQUET_METADATA_KEY = b"ray_logme_leaderboard"
+
+
+def leaderboard_files(leaderboard: Leaderboard, run_id: str) -> dict[str, bytes]:
+    """The files of ``leaderboard``, ``{file name: bytes}``, each complete and naming ``run_id``.
+
+    ``<table>.parquet`` and ``<table>.csv`` for each of ``Leaderboard.tables()``, with a last
+    column :data:`RUN_COLUMN` (and, in Parquet, the schema metadata key
+    :data:`PARQUET_METADATA_KEY`); ``summary.md`` and ``index.html`` name the run in their
+    header. CSV text cells starting with ``= + - @`` get a leading ``'`` so spreadsheets do not
+    run them; Parquet keeps the exact values.
+    """
+    import pyarrow.parquet as pq
+
+    timestamp = _run_timestamp(leaderboard, run_id)
+    files: dict[str, bytes] = {}
+    for name, table in leaderboard.tables().items():
+        named = table.copy()
+        named[RUN_COLUMN] = run_id
+        arrow = _arrow_table(named)
+        metadata = dict(arrow.schema.metadata or {})
+        metadata[PARQUET_METADATA_KEY] = json.dumps({"run_id": run_id, "timestamp": timestamp})
+        buffer = io.BytesIO()
+        pq.write_table(arrow.replace_schema_metadata(metadata), buffer, compression="zstd")
+        files[f"{name}.parquet"] = buffer.getvalue()
+        files[f"{name}.csv"] = _csv_safe(named).to_csv(index=False).encode("utf-8")
+    files[layout.LEADERBOARD_SUMMARY_FILE] = to_markdown(leaderboard).encode("utf-8")
+    files[layout.LEADERBOARD_PAGE_FILE] = to_html(leaderboard).encode("utf-8")
+    return files
+
+
+def _run_timestamp(leaderboard: Leaderboard, run_id: str) -> str:
+    run = leaderboard.run
+    return run.timestamp if run is not None and run.run_id == run_id else ""
+
+
 def write_leaderboard(
     leaderboard: Leaderboard, store: Any, run_id: str | None = None, *, latest: bool = True
 ) -> dict[str, str]:
-    """Write the leaderboard through the feature store; return ``{relpath: uri}``.
+    """Write the leaderboard through the feature store, publish it; return ``{relpath: uri}``.
 
-    Writes the folders of :func:`ray_logme.storage.layout.leaderboard_dirs`: the run's own
-    (``runs/{run_id}/leaderboard/``) and, with ``latest``, the latest leaderboard
-    (``leaderboard/``); in each, ``<table>.parquet`` and ``<table>.csv`` for each of
-    ``Leaderboard.tables()``, ``summary.md`` and ``index.html``. ``run_id`` defaults to the
+    Writes :func:`leaderboard_files` to the run's own folder (``runs/{run_id}/leaderboard/``),
+    then, with ``latest``, publishes it (:func:`ray_logme.leaderboard.latest.publish_latest`):
+    the ``leaderboard/LATEST`` pointer moves to this run only if it started later than the run
+    the pointer names (start time: the leaderboard's ``run.timestamp``; unknown counts as
+    earliest), and only then are the files copied to ``leaderboard/``. The returned paths hold
+    the pointer and the copies only when this run is the latest. ``run_id`` defaults to the
     leaderboard's run and must be a valid key (:func:`ray_logme.storage.layout.check_key`).
-    ``store`` needs ``write_table(relpath, pyarrow.Table)``, ``write_text(relpath, str)`` and
-    ``uri_of(relpath)`` (``ray_logme.storage.FeatureStore``). CSV text cells starting with
-    ``= + - @`` get a leading ``'`` so spreadsheets do not run them; Parquet keeps the exact
-    values.
+    ``store`` needs ``write_bytes``, ``read_versioned``, ``write_bytes_if`` and ``uri_of``
+    (``ray_logme.storage.FeatureStore``).
     """
     run_id = run_id if run_id is not None else leaderboard.run_id
     try:
-        folders = layout.leaderboard_dirs(run_id, latest)
+        folder = layout.run_leaderboard_dir(run_id)
     except ValueError as exc:
         raise ValueError(
             f"{exc} (pass run_id= or build the leaderboard with run=RunRecord(...))"
         ) from None
-    summary, page = to_markdown(leaderboard), to_html(leaderboard)
+    files = leaderboard_files(leaderboard, run_id)
     written: dict[str, str] = {}
-
-    def record(path: str) -> None:
-        written[path] = store.uri_of(path)
-
-    for folder in folders:
-        for name, table in leaderboard.tables().items():
-            parquet_path = layout.leaderboard_file(folder, f"{name}.parquet")
-            csv_path = layout.leaderboard_file(folder, f"{name}.csv")
-            store.write_table(parquet_path, _arrow_table(table))
-            buffer = io.StringIO()
-            _csv_safe(table).to_csv(buffer, index=False)
-            store.write_text(csv_path, buffer.getvalue())
-            record(parquet_path)
-            record(csv_path)
-        summary_path = layout.leaderboard_file(folder, layout.LEADERBOARD_SUMMARY_FILE)
-        page_path = layout.leaderboard_file(folder, layout.LEADERBOARD_PAGE_FILE)
-        store.write_text(summary_path, summary)
-        store.write_text(page_path, page)
-        record(summary_path)
-        record(page_path)
+    for name, data in files.items():
+        relpath = layout.leaderboard_file(folder, name)
+        store.write_bytes(relpath, data)
+        written[relpath] = store.uri_of(relpath)
+    if latest:
+        written.update(publish_latest(store, run_id, _run_timestamp(leaderboard, run_id), files))
     logger.info("wrote leaderboard of run %s: %d files", run_id, len(written))
     return written

@@ -15,7 +15,8 @@ owner. All paths are relative to the store root, use ``/`` and are what
     runs/{run_id}/models.parquet                              extract summary per model
     runs/{run_id}/scores.parquet                              scores per (model, task, metric)
     runs/{run_id}/leaderboard/...                             that run's leaderboard files
-    leaderboard/...                                           the latest leaderboard
+    leaderboard/LATEST                                        pointer: JSON naming the latest run
+    leaderboard/...                                           copies of the latest run's files
 
 Keys are named and validated here too. :func:`content_key` names a model or task by its content
 (``{slug(name)}-{digest[:12]}``); changing it would orphan every existing store. Every key
@@ -33,7 +34,7 @@ FEATURES_DIR = "features"
 MODELS_DIR = "models"
 SCORES_DIR = "scores"
 RUNS_DIR = "runs"
-#: The latest leaderboard, rewritten by every refresh that publishes.
+#: The published leaderboard: the ``LATEST`` pointer, and copies of the files of the run it names.
 LATEST_LEADERBOARD_DIR = "leaderboard"
 
 TASK_INFO_FILE = "_task.json"
@@ -45,6 +46,7 @@ SCORES_FILE = "scores.parquet"
 LEADERBOARD_SUBDIR = "leaderboard"
 LEADERBOARD_SUMMARY_FILE = "summary.md"
 LEADERBOARD_PAGE_FILE = "index.html"
+LATEST_POINTER_FILE = "LATEST"
 
 #: ``part-{shard:05d}.parquet``: committed task and feature shards; temporary files start with a
 #: dot and never match.
@@ -185,6 +187,11 @@ def run_leaderboard_dir(run_id: str) -> str:
 def leaderboard_dirs(run_id: str, latest: bool = True) -> list[str]:
     """Where a run's leaderboard is written: its own folder, then ``leaderboard`` if ``latest``."""
     return [run_leaderboard_dir(run_id)] + ([LATEST_LEADERBOARD_DIR] if latest else [])
+
+
+def latest_pointer() -> str:
+    """``leaderboard/LATEST``: JSON naming the latest run and its leaderboard folder."""
+    return f"{LATEST_LEADERBOARD_DIR}/{LATEST_POINTER_FILE}"
 
 
 def leaderboard_file(folder: str, name: str) -> str:

@@ -6,9 +6,12 @@ root; where each thing lives is spelled by :mod:`ray_logme.storage.layout` alone
 Every write is atomic: a reader sees the whole object or nothing. Locally a temporary file in
 the same folder is fsynced, then linked (commit once) or renamed (overwrite) into place; on S3 a
 single PUT is atomic, and a conditional PUT (``If-None-Match: *``) commits a shard exactly once
-when two writers race. pyarrow does the reading and listing; boto3 does the S3 writes, because
-pyarrow has neither conditional PUTs nor a way to abort an upload that failed half-way (its
-output stream completes the upload when it is closed or garbage-collected).
+when two writers race. :meth:`FeatureStore.write_bytes_if` replaces an object only if it is
+still the version read (``If-Match`` on S3, a rename under an ``fcntl`` lock locally): a
+compare-and-swap for pointers such as the published leaderboard's. pyarrow does the reading and
+listing; boto3 does the S3 writes, because pyarrow has neither conditional PUTs nor a way to
+abort an upload that failed half-way (its output stream completes the upload when it is closed
+or garbage-collected).
 
 Every read, write, listing and existence check is retried after transient faults (a bounded
 number of times, with backoff; see :mod:`ray_logme.storage.retry`) and then fails with one
@@ -256,6 +259,100 @@ class FeatureStore:
     def write_text(self, relpath: str, text: str, *, overwrite: bool = True) -> bool:
         """Write UTF-8 ``text`` atomically (see :meth:`write_bytes`)."""
         return self.write_bytes(relpath, text.encode("utf-8"), overwrite=overwrite)
+
+    # -- compare-and-swap ------------------------------------------------------------------
+    def read_versioned(self, relpath: str) -> tuple[bytes | None, str | None]:
+        """The object at ``relpath`` and its version token; ``(None, None)`` if it is absent.
+
+        Pass the token to :meth:`write_bytes_if` to replace exactly this version. It is the
+        ETag on S3 and a digest of the content locally (a file's inode and mtime can come back
+        after a rename; equal bytes are the same version for every caller).
+        """
+
+        def read() -> tuple[bytes | None, str | None]:
+            if self.is_local:
+                try:
+                    with open(self.path_of(relpath), "rb") as handle:
+                        data = handle.read()
+                    return data, _local_version(data)
+                except FileNotFoundError:
+                    return None, None
+            import botocore.exceptions
+
+            bucket, _, key = self.path_of(relpath).partition("/")
+            try:
+                response = self._client().get_object(Bucket=bucket, Key=key)
+            except botocore.exceptions.ClientError as error:
+                if str(error.response.get("Error", {}).get("Code", "")) in ("NoSuchKey", "404"):
+                    return None, None
+                raise
+            return response["Body"].read(), str(response["ETag"])
+
+        return self._retrying("reading", relpath, read)
+
+    def write_bytes_if(self, relpath: str, data: bytes, *, version: str | None) -> bool:
+        """Replace ``relpath`` with ``data`` only if it is still at ``version``; return whether.
+
+        ``version`` is a token from :meth:`read_versioned` (``None``: only if ``relpath`` is
+        absent). A compare-and-swap: of racing writers that read the same version, one wins and
+        the others get ``False`` (read again and decide again). S3 uses a conditional PUT
+        (``If-Match`` / ``If-None-Match: *``); locally the check and the atomic rename run under
+        an exclusive ``fcntl`` lock on a hidden lock file beside ``relpath``. With the storage
+        option ``conditional_writes: false`` the S3 check is a separate request, not atomic.
+        """
+        if self.is_local:
+            return self._retrying(
+                "writing", relpath, lambda: self._write_local_if(relpath, data, version)
+            )
+        return self._retrying("writing", relpath, lambda: self._write_s3_if(relpath, data, version))
+
+    def _write_local_if(self, relpath: str, data: bytes, version: str | None) -> bool:
+        import fcntl
+
+        final = self.path_of(relpath)
+        folder, name = os.path.split(final)
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, f".{name}.lock"), "a+b") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            try:
+                with open(final, "rb") as handle:
+                    current = _local_version(handle.read())
+            except FileNotFoundError:
+                current = None
+            if current != version:
+                return False
+            return self._write_local(relpath, data, overwrite=True)
+
+    def _write_s3_if(self, relpath: str, data: bytes, version: str | None) -> bool:
+        import botocore.exceptions
+
+        bucket, _, key = self.path_of(relpath).partition("/")
+        if not self.options.conditional_writes:
+            if self.read_versioned(relpath)[1] != version:
+                return False
+            return self._write_s3(relpath, data, overwrite=True)
+        condition = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
+        for attempt in range(6):
+            try:
+                self._client().put_object(Bucket=bucket, Key=key, Body=bytes(data), **condition)
+                return True
+            except botocore.exceptions.ClientError as error:
+                code = str(error.response.get("Error", {}).get("Code", ""))
+                status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                # 412: another version is there; 404 (If-Match): it was deleted meanwhile.
+                if code in ("PreconditionFailed", "NoSuchKey") or status in (412, 404):
+                    return False
+                if code == "ConditionalRequestConflict" or status == 409:
+                    time.sleep(0.05 * 2**attempt)  # a racing upload is in flight: ask again
+                    continue
+                if code == "NotImplemented" or status == 501:
+                    raise StorageError(
+                        f"{self._s3_settings().describe()} does not support conditional PUTs "
+                        f"(If-Match) for {self.uri_of(relpath)}: set the storage option "
+                        "conditional_writes: false"
+                    ) from None
+                raise
+        return False
 
     def read_table(self, relpath: str, columns: list[str] | None = None) -> pa.Table:
         """Read the Parquet file at ``relpath`` (optionally only ``columns``), with retries.
@@ -669,6 +766,13 @@ def _check_relpath(relpath: str) -> str:
             f"relpath {relpath!r} must be a plain relative path without '.', '..' or '//'"
         )
     return relpath
+
+
+def _local_version(data: bytes) -> str:
+    """A local file's version token for :meth:`FeatureStore.write_bytes_if`: its digest."""
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
 
 
 def _fsync_dir(folder: str) -> None:
