@@ -214,7 +214,9 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         check_rankable(run)
     else:
         run = _published_run(store, finished) or _latest_readable_run(store, finished)
-    board = build_run_leaderboard(run, load_history(store, exclude=run.run_id))
+    board = build_run_leaderboard(
+        run, load_history(store, exclude=run.run_id, before=run.record.get("timestamp") or None)
+    )
     if args.max_params or args.min_throughput or args.max_feature_dim:
         board = filter_models(
             board,

@@ -163,7 +163,12 @@ def _run_stages(
     store.write_table(layout.run_scores(run_id), scores)
 
     run = RunTables(record, scores.to_pandas(), models_table.to_pandas(), status_table.to_pandas())
-    history = load_history(store, exclude=run_id, limit=config.outputs.history_runs)
+    history = load_history(
+        store,
+        exclude=run_id,
+        limit=config.outputs.history_runs,
+        before=record.get("timestamp") or None,
+    )
     written = write_leaderboard(build_run_leaderboard(run, history), store, run_id)
 
     failed = [
@@ -380,16 +385,26 @@ def load_run(
     )
 
 
-def load_history(store: FeatureStore, exclude: str | None = None, limit: int = 30) -> list[PastRun]:
+def load_history(
+    store: FeatureStore,
+    exclude: str | None = None,
+    limit: int = 30,
+    *,
+    before: str | None = None,
+) -> list[PastRun]:
     """Earlier runs that finished scoring, newest first, as the leaderboard takes them.
 
-    A run whose tables cannot be read or would not rank (say, two rows for one pair) is left
-    out with a warning that names it: no past run can stop a new run or the leaderboard.
+    ``before``: an ISO timestamp; only runs that started earlier count (a run that finishes
+    late never takes a newer run as its "previous run"). A run whose tables cannot be read or
+    would not rank (say, two rows for one pair) is left out with a warning that names it: no
+    past run can stop a new run or the leaderboard.
     """
     history = []
     for record in list_runs(store):
         run_id = record.get("run_id")
         if run_id == exclude or not run_id:
+            continue
+        if before is not None and str(record.get("timestamp", "")) >= before:
             continue
         try:
             if not is_finished(store, run_id):

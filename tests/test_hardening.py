@@ -127,6 +127,9 @@ def test_a_damaged_past_run_is_skipped_with_a_warning(tmp_path, capsys, caplog):
         history = load_history(store)
     assert [past.record.run_id for past in history] == ["good"]
     assert "leaving out run dup" in caplog.text
+    # A run that finishes late compares only with runs that started before it.
+    assert load_history(store, before="2026-11-01T00:00:00+00:00") == []
+    assert len(load_history(store, before="2026-11-01T00:00:01+00:00")) == 1
 
     # The leaderboard command shows the newest run that ranks, and names the one it skipped.
     with caplog.at_level(logging.WARNING):
