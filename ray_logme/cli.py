@@ -46,7 +46,7 @@ def cmd_refresh(args: argparse.Namespace) -> int:
     config_path = Path(args.config) if args.config else default_config_path()
     config = RunConfig.from_yaml(config_path)
     if args.store:
-        config = config.model_copy(update={"store": args.store})
+        config = config.model_copy(update={"store": _store_uri(args.store)})
     connect_ray(args.address, args.num_cpus)
     result = refresh(
         config,
@@ -279,12 +279,23 @@ def _latest_readable_run(store, finished):
     )
 
 
+def _store_uri(value: str) -> str:
+    """``--store``, checked like the config's ``store:`` (``ConfigError`` naming the option)."""
+    from ray_logme.config import check_store_uri
+    from ray_logme.errors import ConfigError
+
+    try:
+        return check_store_uri(value)
+    except ValueError as exc:
+        raise ConfigError(f"--store: {exc}") from None
+
+
 def _store_from_args(args: argparse.Namespace):
     from ray_logme.config import RunConfig
     from ray_logme.storage import FeatureStore
 
     if args.store:
-        return FeatureStore(args.store)
+        return FeatureStore(_store_uri(args.store))
     config = RunConfig.from_yaml(Path(args.config) if args.config else default_config_path())
     return FeatureStore(config.store, config.storage)
 

@@ -159,22 +159,7 @@ class RunConfig(_Strict):
     @field_validator("store")
     @classmethod
     def _check_store(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("store must be a local folder or an s3://bucket/prefix URI")
-        if uri_has_credentials(value):
-            raise ValueError(
-                f"{redact_uri(value)!r} has credentials in the URI; remove them and use the AWS "
-                "credential chain (environment, AWS_PROFILE or an instance role) instead"
-            )
-        scheme = value.split("://", 1)[0] if "://" in value else None
-        if scheme not in (None, "s3", "file"):
-            raise ValueError(
-                f"unsupported store URI scheme {scheme!r} in {value!r}; use a local folder, "
-                "file://, or s3://bucket/prefix"
-            )
-        if scheme == "s3" and not _SUPPORTED_STORE.match(value):
-            raise ValueError(f"{value!r} is not a valid s3://bucket/prefix URI")
-        return value
+        return check_store_uri(value)
 
     @model_validator(mode="after")
     def _check_lists(self) -> RunConfig:
@@ -361,6 +346,27 @@ def _format_errors(exc: ValidationError, source: str, lines: dict[tuple, int]) -
 
 def _is_union_tag(part: object) -> bool:
     return isinstance(part, str) and ("[" in part or part.startswith("function-"))
+
+
+def check_store_uri(value: str) -> str:
+    """``value`` if it is a usable store URI (a local folder, ``file://...``, ``s3://bucket/...``
+    without credentials), else ``ValueError`` saying what to write (credentials redacted)."""
+    if not value.strip():
+        raise ValueError("store must be a local folder or an s3://bucket/prefix URI")
+    if uri_has_credentials(value):
+        raise ValueError(
+            f"{redact_uri(value)!r} has credentials in the URI; remove them and use the AWS "
+            "credential chain (environment, AWS_PROFILE or an instance role) instead"
+        )
+    scheme = value.split("://", 1)[0] if "://" in value else None
+    if scheme not in (None, "s3", "file"):
+        raise ValueError(
+            f"unsupported store URI scheme {scheme!r} in {value!r}; use a local folder, "
+            "file://, or s3://bucket/prefix"
+        )
+    if scheme == "s3" and not _SUPPORTED_STORE.match(value):
+        raise ValueError(f"{value!r} is not a valid s3://bucket/prefix URI")
+    return value
 
 
 def _identity_json(spec: ModelSpec) -> str:

@@ -167,3 +167,14 @@ def test_bad_cli_values_are_one_line_with_exit_2(tmp_path, capsys):
     assert main(["leaderboard", "--store", str(tmp_path / "store"), "--max-params", "lots"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("ray-logme: error:") and err.count("\n") == 0 and "lots" in err
+
+
+def test_store_options_with_credentials_are_refused_without_echoing_them(tmp_path, capsys):
+    secret_store = "s3://AKIAEXAMPLE:wJalrSECRET@bucket/prefix"
+    assert main(["leaderboard", "--store", secret_store]) == 2
+    err = capsys.readouterr().err
+    assert "--store" in err and "credentials" in err and "wJalrSECRET" not in err
+    config = write_config(tmp_path, tmp_path / "store", [{"hub": "timm", "name": "resnet18"}])
+    assert main(["refresh", "--config", str(config), "--store", secret_store]) == 2
+    err = capsys.readouterr().err
+    assert "s3://***@bucket/prefix" in err and "wJalrSECRET" not in err
