@@ -9,12 +9,14 @@ memory. No I/O: :class:`~ray_logme.storage.store.FeatureStore` decides where the
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ray_logme import __version__
@@ -150,3 +152,71 @@ def labels_to_numpy(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
             column.flatten().to_numpy(zero_copy_only=False).astype(np.float64).reshape(-1, targets)
         )
     return column.to_numpy(zero_copy_only=False).copy()
+
+
+class ParquetBatchReader:
+    """Batches of one row group of a Parquet file, resumable after a failed read (for retries).
+
+    :meth:`next_batch` reads on from where the last good batch ended: after a failure the file
+    is closed, and the next call reopens it and skips the rows already returned. Memory stays
+    one batch plus the column chunks being decoded, as with ``ParquetFile.iter_batches``.
+    """
+
+    def __init__(self, filesystem: pafs.FileSystem, path: str) -> None:
+        self._filesystem = filesystem
+        self._path = path
+        self._source: Any = None
+        self._file: pq.ParquetFile | None = None
+        self._batches: Iterator[pa.RecordBatch] | None = None
+        self._group = 0
+        self._columns: list[str] = []
+        self._max_rows = 1
+        self._rows_done = 0
+
+    def open(self) -> pq.ParquetFile:
+        """The file, opened now if it is not open (reads the footer)."""
+        if self._file is None:
+            try:
+                self._source = self._filesystem.open_input_file(self._path)
+                self._file = pq.ParquetFile(self._source)
+            except BaseException:
+                self.close()
+                raise
+        return self._file
+
+    def start_row_group(self, group: int, columns: list[str], max_rows: int) -> None:
+        self._group, self._columns, self._max_rows = group, columns, max_rows
+        self._rows_done = 0
+        self._batches = None
+
+    def next_batch(self) -> pa.RecordBatch | None:
+        """The next batch (at most ``max_rows`` rows) of the row group, or None at its end."""
+        try:
+            if self._batches is None:
+                self._batches = self.open().iter_batches(
+                    batch_size=self._max_rows,
+                    row_groups=[self._group],
+                    columns=self._columns,
+                    use_threads=False,
+                )
+                skip = self._rows_done
+                while skip > 0:  # rows returned before the failure
+                    batch = next(self._batches)
+                    if batch.num_rows > skip:
+                        batch = batch.slice(skip)
+                        self._rows_done += batch.num_rows
+                        return batch
+                    skip -= batch.num_rows
+            batch = next(self._batches, None)
+        except BaseException:
+            self.close()  # a broken connection: the retry reopens and resumes
+            raise
+        if batch is not None:
+            self._rows_done += batch.num_rows
+        return batch
+
+    def close(self) -> None:
+        source, self._source, self._file, self._batches = self._source, None, None, None
+        if source is not None:
+            with contextlib.suppress(OSError):
+                source.close()

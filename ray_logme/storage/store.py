@@ -47,6 +47,7 @@ from ray_logme.storage.retry import call_with_retries
 from ray_logme.storage.shards import (
     FEATURE_ROW_GROUP_BYTES,
     SCHEMA_METADATA_KEY,
+    ParquetBatchReader,
     _features_to_numpy,
     _parquet_bytes,
     feature_shard_table,
@@ -582,7 +583,7 @@ class FeatureStore:
         feature_dim: int | None = None
         for shard_index in indices:
             relpath = self.feature_shard_relpath(model_key, task_key, shard_index)
-            reader = _ParquetReader(self.filesystem, self.path_of(relpath))
+            reader = ParquetBatchReader(self.filesystem, self.path_of(relpath))
             try:
                 try:
                     parquet_file = self._retrying("reading", relpath, reader.open)
@@ -686,74 +687,6 @@ class FeatureStore:
                 ),
             )
         return total
-
-
-class _ParquetReader:
-    """Batches of one row group of a Parquet file, resumable after a failed read (for retries).
-
-    :meth:`next_batch` reads on from where the last good batch ended: after a failure the file
-    is closed, and the next call reopens it and skips the rows already returned. Memory stays
-    one batch plus the column chunks being decoded, as with ``ParquetFile.iter_batches``.
-    """
-
-    def __init__(self, filesystem: pafs.FileSystem, path: str) -> None:
-        self._filesystem = filesystem
-        self._path = path
-        self._source: Any = None
-        self._file: pq.ParquetFile | None = None
-        self._batches: Iterator[pa.RecordBatch] | None = None
-        self._group = 0
-        self._columns: list[str] = []
-        self._max_rows = 1
-        self._rows_done = 0
-
-    def open(self) -> pq.ParquetFile:
-        """The file, opened now if it is not open (reads the footer)."""
-        if self._file is None:
-            try:
-                self._source = self._filesystem.open_input_file(self._path)
-                self._file = pq.ParquetFile(self._source)
-            except BaseException:
-                self.close()
-                raise
-        return self._file
-
-    def start_row_group(self, group: int, columns: list[str], max_rows: int) -> None:
-        self._group, self._columns, self._max_rows = group, columns, max_rows
-        self._rows_done = 0
-        self._batches = None
-
-    def next_batch(self) -> pa.RecordBatch | None:
-        """The next batch (at most ``max_rows`` rows) of the row group, or None at its end."""
-        try:
-            if self._batches is None:
-                self._batches = self.open().iter_batches(
-                    batch_size=self._max_rows,
-                    row_groups=[self._group],
-                    columns=self._columns,
-                    use_threads=False,
-                )
-                skip = self._rows_done
-                while skip > 0:  # rows returned before the failure
-                    batch = next(self._batches)
-                    if batch.num_rows > skip:
-                        batch = batch.slice(skip)
-                        self._rows_done += batch.num_rows
-                        return batch
-                    skip -= batch.num_rows
-            batch = next(self._batches, None)
-        except BaseException:
-            self.close()  # a broken connection: the retry reopens and resumes
-            raise
-        if batch is not None:
-            self._rows_done += batch.num_rows
-        return batch
-
-    def close(self) -> None:
-        source, self._source, self._file, self._batches = self._source, None, None, None
-        if source is not None:
-            with contextlib.suppress(OSError):
-                source.close()
 
 
 # -- helpers -----------------------------------------------------------------------------------
