@@ -1,10 +1,10 @@
 """Rank quality of published transferability scores against published fine-tuning accuracy.
 
-Reproduces the README's "published ground truth" tables from ``../shared/groundtruth`` (see its
+Reproduces the README's "published ground truth" tables from ``tests/data/groundtruth`` (see its
 README for sources and known inconsistencies) and ``tests/data/imagenet_top1_published.csv``
 (ImageNet top-1 of the same architectures, with sources), using ``ray_logme.evaluate``::
 
-    .venv/bin/python benchmarks/bench_published_groundtruth.py [--groundtruth ../shared/groundtruth]
+    .venv/bin/python benchmarks/bench_published_groundtruth.py [--groundtruth tests/data/groundtruth]
 
 Prints markdown: per-dataset tau_w of LogME for both protocols of the Google table, the mean
 tau_w (95% bootstrap CI over datasets) of every metric and of the ImageNet top-1 baseline, and the
@@ -40,7 +40,7 @@ def _summary_row(name: str, evaluation: ev.RankingEvaluation) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--groundtruth", default=str(REPO_ROOT.parent / "shared" / "groundtruth"))
+    parser.add_argument("--groundtruth", default=str(REPO_ROOT / "tests" / "data" / "groundtruth"))
     parser.add_argument("--num-bootstrap", type=int, default=2000)
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)

@@ -30,7 +30,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DIR = REPO_ROOT.parent / "shared"
+DATA_DIR = REPO_ROOT / "tests" / "data"
 
 
 @dataclass(frozen=True)
@@ -175,9 +175,30 @@ def ray_cluster(s3_server: S3Server):
         ray.shutdown()
 
 
+def _checked_copy(folder: Path) -> Path:
+    """``folder``, after checking every file ``folder/SHA256SUMS`` lists (``sha256sum`` format)
+    against its digest: the copies in tests/data are the ones their README describes."""
+    import hashlib
+
+    names = []
+    for line in (folder / "SHA256SUMS").read_text().splitlines():
+        digest, name = line.split(maxsplit=1)
+        actual = hashlib.sha256((folder / name).read_bytes()).hexdigest()
+        assert actual == digest, f"{folder.name}/{name}: sha256 {actual}, SHA256SUMS says {digest}"
+        names.append(name)
+    assert len(names) == len(list(folder.glob("*"))) - 2, (
+        "a file beside README/SHA256SUMS is unlisted"
+    )
+    return folder
+
+
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    """``../shared`` beside the checkout (reference vectors, ground truth)."""
-    if not SHARED_DIR.is_dir():
-        pytest.skip(f"{SHARED_DIR} is missing")
-    return SHARED_DIR
+def reference_dir() -> Path:
+    """LogME reference vectors kept in the repo (``tests/data/logme_reference``, see its README)."""
+    return _checked_copy(DATA_DIR / "logme_reference")
+
+
+@pytest.fixture(scope="session")
+def groundtruth_dir() -> Path:
+    """Published ground-truth tables kept in the repo (``tests/data/groundtruth``, see its README)."""
+    return _checked_copy(DATA_DIR / "groundtruth")

@@ -93,3 +93,19 @@ def test_gpu_workers_and_cpu_only_head(cluster_config):
     assert any(
         "pip install" in cmd and "ray-logme" in cmd for cmd in cluster_config["setup_commands"]
     )
+
+
+def test_every_node_gets_the_token_and_starts_in_token_mode(cluster_config):
+    """Ray 2.60 token auth (README "Token authentication"): the launching machine's token is
+    copied to every node, kept private, and every `ray start` runs in token mode."""
+    mounts = cluster_config["file_mounts"]
+    assert mounts["/home/ubuntu/.ray/auth_token"] == "~/.ray/auth_token"
+    assert "chmod 600 ~/.ray/auth_token" in cluster_config["setup_commands"]
+    starts = [
+        command
+        for key in ("head_start_ray_commands", "worker_start_ray_commands")
+        for command in cluster_config[key]
+        if "ray start" in command
+    ]
+    assert len(starts) == 2
+    assert all(command.startswith("export RAY_AUTH_MODE=token;") for command in starts)

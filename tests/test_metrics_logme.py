@@ -150,11 +150,22 @@ def assert_close(actual, expected, rel):
 # ---------------------------------------------------------------------- reference vectors
 
 
-def reference_cases(shared_dir):
-    return sorted((shared_dir / "reference").glob("*.npz"))
+def reference_cases(reference_dir):
+    return sorted(reference_dir.glob("*.npz"))
 
 
-def test_reference_vectors_match_to_1e9(shared_dir):
+def test_reference_vectors_are_in_the_repo(reference_dir):
+    # The fixture checked each file against SHA256SUMS; a fresh clone needs nothing outside it.
+    assert [path.stem for path in reference_cases(reference_dir)] == [
+        "cls_basic",
+        "cls_offset",
+        "cls_wide",
+        "reg_two_targets",
+        "reg_wide",
+    ]
+
+
+def test_reference_vectors_match_to_1e9(reference_dir):
     """Every reference vector: LogME and each interior per-target value to 1e-9 relative.
 
     ``cls_wide`` has one target whose supremum is the limit alpha/beta -> 0. There the stored
@@ -163,7 +174,7 @@ def test_reference_vectors_match_to_1e9(shared_dir):
     the tiny negative eigenvalues (~-5e-13) of F^T F at extreme (alpha, beta). We check that
     target against the oracle instead, and the mean at 5e-9.
     """
-    cases = reference_cases(shared_dir)
+    cases = reference_cases(reference_dir)
     assert len(cases) >= 5
     for path in cases:
         case = np.load(path)
@@ -188,8 +199,8 @@ def test_reference_vectors_match_to_1e9(shared_dir):
         assert_close(logme(features, labels, kind=kind), stats.logme(), 1e-12)
 
 
-def test_reference_vectors_agree_with_oracle(shared_dir):
-    for path in reference_cases(shared_dir):
+def test_reference_vectors_agree_with_oracle(reference_dir):
+    for path in reference_cases(reference_dir):
         case = np.load(path)
         kind = str(case["kind"])
         result = LogMEStats(kind=kind).update(case["features"], case["labels"]).solve()
@@ -205,10 +216,10 @@ def _load_benchmark():
     return module
 
 
-def test_benchmark_baseline_reproduces_original_code(shared_dir):
+def test_benchmark_baseline_reproduces_original_code(reference_dir):
     """The benchmark's baseline returns what thuml/LogME returned on every reference vector."""
     bench = _load_benchmark()
-    for path in reference_cases(shared_dir):
+    for path in reference_cases(reference_dir):
         case = np.load(path)
         value = bench.baseline_logme(
             case["features"], case["labels"], regression=str(case["kind"]) == "regression"
@@ -355,8 +366,8 @@ def test_informative_features_score_higher_than_noise():
 # ---------------------------------------------------------------------- solver and edge cases
 
 
-def test_converges_in_few_steps_where_fixed_point_needs_thousands(shared_dir):
-    case = np.load(shared_dir / "reference" / "cls_wide.npz")
+def test_converges_in_few_steps_where_fixed_point_needs_thousands(reference_dir):
+    case = np.load(reference_dir / "cls_wide.npz")
     features, labels = case["features"], case["labels"]
     result = LogMEStats().update(features, labels).solve()
     y = (labels == result.targets[0]).astype(np.float64)

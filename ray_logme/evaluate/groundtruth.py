@@ -1,4 +1,4 @@
-"""Loaders of the published ground-truth tables in ``../shared/groundtruth``.
+"""Loaders of the published ground-truth tables (the repo keeps copies in ``tests/data/groundtruth``).
 
 - :func:`load_stable_transfer_table`: Agostinelli et al., ECCV 2022 ("How stable are
   transferability metrics evaluations?"), the source-architectures table.
@@ -33,7 +33,7 @@ PROTOCOL_FINE_TUNE = "fine_tune"
 TLLIB_FINETUNE_FILE = "tllib_finetune_acc.csv"
 TLLIB_SCORES_FILE = "tllib_metric_scores.csv"
 TLLIB_CORRELATIONS_FILE = "tllib_reported_correlations.csv"
-# ../shared/groundtruth/README.md, "Inconsistencies in the README": the DTD NCE column is a copy
+# tests/data/groundtruth/README.md, "Inconsistencies in the README": the DTD NCE column is a copy
 # of the LogME column; the printed correlations of these two datasets cannot be reproduced from
 # the printed scores and accuracies (the Aircraft accuracies are suspect).
 TLLIB_COPIED_SCORES = (("NCE", "DTD"),)
@@ -90,7 +90,7 @@ class TLlibTables:
 
 
 def load_tllib_tables(directory: str | Path, *, drop_copied_scores: bool = True) -> TLlibTables:
-    """Read the three ``tllib_*.csv`` files from ``directory`` (``../shared/groundtruth``).
+    """Read the three ``tllib_*.csv`` files from ``directory`` (``tests/data/groundtruth``).
 
     With ``drop_copied_scores`` the 10 ``NCE`` rows of ``DTD`` are left out: in the source they are
     a copy of the LogME column (see the ground-truth README). The Aircraft and OxfordIIITPets

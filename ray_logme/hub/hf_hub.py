@@ -3,7 +3,9 @@
 Loads hub repo ids (pinned to the resolved commit) and local ``save_pretrained`` directories.
 Weights must be safetensors unless ``allow_pickle`` (then ``weights_only=True``); repo code runs
 only when the spec sets ``trust_remote_code`` *and* the run config allowlists that exact name.
-Encoder-decoder models are reduced to their encoder.
+Encoder-decoder models are reduced to their encoder. A sentence-transformers folder's declared
+settings (truncation length, pooling, normalisation, lower-casing; see
+:mod:`ray_logme.hub.declared`) are honoured unless the spec overrides them.
 """
 
 from __future__ import annotations
@@ -46,6 +48,12 @@ from ray_logme.hub.base import (
     seeded_init,
     sha256_of_files,
 )
+from ray_logme.hub.declared import (
+    DeclaredSettings,
+    applied_settings,
+    declared_in_folder,
+    declared_on_hub,
+)
 from ray_logme.hub.download import hub_download
 from ray_logme.hub.images import to_rgb_images
 from ray_logme.hub.metadata import ModelMetadata, fingerprint_of, to_json_able
@@ -66,7 +74,8 @@ class HFSource:
 
     ``location`` is what ``from_pretrained`` gets (a local folder or a repo id); ``revision`` the
     resolved commit for repo ids; ``content_sha256`` hashes a local folder's files (weights,
-    config, tokenizer); ``trust_remote_code`` is the decision after the allowlist check.
+    config, tokenizer); ``trust_remote_code`` is the decision after the allowlist check;
+    ``declared`` what a sentence-transformers folder declares (``None`` for other models).
     """
 
     location: str
@@ -78,6 +87,7 @@ class HFSource:
     model_type: str
     modality: str
     trust_remote_code: bool
+    declared: DeclaredSettings | None = None
 
 
 def resolve_source(spec: ModelSpec, allow_remote_code: tuple[str, ...] = ()) -> HFSource:
@@ -146,6 +156,7 @@ def resolve_source(spec: ModelSpec, allow_remote_code: tuple[str, ...] = ()) -> 
         model_type=model_type,
         modality=_modality(spec, config, model_type, native),
         trust_remote_code=trust,
+        declared=declared_in_folder(folder) if is_local else declared_on_hub(spec.name, revision),
     )
 
 
@@ -230,15 +241,26 @@ def _reraise_remote_code(spec: ModelSpec, exc: Exception) -> None:
 class HFTextPreprocessor:
     """Strings -> ``{"input_ids": int64[n, L], "attention_mask": int64[n, L], ...}``.
 
-    Pads to the longest input of the batch (right side) and truncates at ``max_length`` tokens.
+    Pads to the longest input of the batch (right side) and truncates at ``max_length`` tokens;
+    ``lowercase`` lower-cases texts first (a sentence-transformers folder's ``do_lower_case``).
+    ``declared`` is what the model's folder declares, recorded in :attr:`config`.
     """
 
     modality = "text"
 
-    def __init__(self, model_name: str, tokenizer: Any, max_length: int) -> None:
+    def __init__(
+        self,
+        model_name: str,
+        tokenizer: Any,
+        max_length: int,
+        lowercase: bool = False,
+        declared: dict[str, Any] | None = None,
+    ) -> None:
         self.model_name = model_name
         self.tokenizer = tokenizer
         self.max_length = int(max_length)
+        self.lowercase = lowercase
+        self.declared = declared or {}
         self.input_names = tuple(tokenizer.model_input_names)
 
     @property
@@ -248,18 +270,21 @@ class HFTextPreprocessor:
     @property
     def config(self) -> dict[str, Any]:
         tokenizer = self.tokenizer
-        return to_json_able(
-            {
-                "tokenizer": type(tokenizer).__name__,
-                "vocab_size": len(tokenizer),
-                "max_length": self.max_length,
-                "truncation": True,
-                "padding_side": tokenizer.padding_side,
-                "pad_token": tokenizer.pad_token,
-                "do_lower_case": getattr(tokenizer, "do_lower_case", None),
-                "model_input_names": list(self.input_names),
-            }
-        )
+        config = {
+            "tokenizer": type(tokenizer).__name__,
+            "vocab_size": len(tokenizer),
+            "max_length": self.max_length,
+            "truncation": True,
+            "padding_side": tokenizer.padding_side,
+            "pad_token": tokenizer.pad_token,
+            "do_lower_case": getattr(tokenizer, "do_lower_case", None),
+            "model_input_names": list(self.input_names),
+        }
+        if self.lowercase:
+            config["lowercase_texts"] = True
+        if self.declared:
+            config["declared"] = self.declared
+        return to_json_able(config)
 
     @property
     def input_size(self) -> tuple[int]:
@@ -279,6 +304,8 @@ class HFTextPreprocessor:
                 )
         if not texts:
             return {name: np.zeros((0, 0), dtype=np.int64) for name in self.input_names}
+        if self.lowercase:
+            texts = [text.lower() for text in texts]
         encoded = self.tokenizer(
             texts,
             padding=True,
@@ -356,13 +383,21 @@ def _build_preprocessor(
             tokenizer.eos_token or tokenizer.unk_token or tokenizer.convert_ids_to_tokens(0)
         )
     tokenizer.padding_side = "right"
-    return HFTextPreprocessor(spec.display_name, tokenizer, _max_length(spec, source, tokenizer))
+    applied = applied_settings(spec, source.declared)
+    return HFTextPreprocessor(
+        spec.display_name,
+        tokenizer,
+        _max_length(spec, source, tokenizer),
+        lowercase=applied.get("lowercase", False),
+        declared=source.declared.to_json() if source.declared else None,
+    )
 
 
 def _max_length(spec: ModelSpec, source: HFSource, tokenizer: Any) -> int:
-    """Truncation length: ``spec.max_length``, else the smallest of the tokenizer's limit, the
-    model's position embeddings and 512. A ``max_length`` beyond the position embeddings is an
-    error now rather than an index error on the first long text."""
+    """Truncation length: ``spec.max_length``, else the length the model declares (capped at its
+    position embeddings), else the smallest of the tokenizer's limit, the model's position
+    embeddings and 512. A ``max_length`` beyond the position embeddings is an error now rather
+    than an index error on the first long text."""
     positions = source.config.get("max_position_embeddings") or source.config.get("n_positions")
     positions = positions if isinstance(positions, int) and positions > 0 else None
     if spec.max_length is not None:
@@ -372,6 +407,9 @@ def _max_length(spec: ModelSpec, source: HFSource, tokenizer: Any) -> int:
                 f"{positions} position embeddings; use max_length <= {positions}"
             )
         return spec.max_length
+    declared = applied_settings(spec, source.declared).get("max_length")
+    if declared is not None:
+        return min(declared, positions) if positions is not None else declared
     limits = [DEFAULT_MAX_LENGTH_CAP]
     model_limit = getattr(tokenizer, "model_max_length", None)
     if isinstance(model_limit, int) and 0 < model_limit < 1_000_000:
@@ -394,13 +432,24 @@ class HFExtractor(FeatureExtractor):
     Poolings over ``last_hidden_state`` ``h``: ``mean`` (attention-mask weighted mean for text,
     mean of patch tokens for ViT-style models, spatial mean for feature maps), ``cls`` (first
     token), ``last`` (last non-padding token, decoder-only models), ``max`` (masked max),
-    ``pooler`` (the model's ``pooler_output``).
+    ``pooler`` (the model's ``pooler_output``). With ``normalize`` each pooled vector is scaled to
+    unit L2 norm.
     """
 
-    def __init__(self, model, preprocess, device, dtype, pooling: str, patch_size: Any) -> None:
+    def __init__(
+        self,
+        model,
+        preprocess,
+        device,
+        dtype,
+        pooling: str,
+        patch_size: Any,
+        normalize: bool = False,
+    ) -> None:
         super().__init__(model, preprocess, device, dtype, preprocess.input_names)
         self.pooling = pooling
         self.patch_size = patch_size
+        self.normalize = normalize
 
     @property
     def required_inputs(self) -> tuple[str, ...]:
@@ -420,6 +469,10 @@ class HFExtractor(FeatureExtractor):
         return stacked
 
     def _forward(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        pooled = self._pooled(tensors)
+        return torch.nn.functional.normalize(pooled, dim=1) if self.normalize else pooled
+
+    def _pooled(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
         outputs = self.model(**tensors, return_dict=True)
         if self.pooling == "pooler":
             pooled = getattr(outputs, "pooler_output", None)
@@ -568,6 +621,17 @@ def _default_pooling(spec: ModelSpec, source: HFSource, extractor: HFExtractor) 
     return "mean"
 
 
+def _declared_pooling(spec: ModelSpec, pooling: str) -> str:
+    """The pooling a sentence-transformers folder declares, if this package computes it."""
+    if pooling.startswith("unsupported:"):
+        raise ModelLoadError(
+            f"Hugging Face model {spec.name!r} declares sentence-transformers pooling "
+            f"{pooling.removeprefix('unsupported:')!r}, which ray-logme does not compute; set "
+            "pooling (mean, cls, max or last) in its model spec to choose one"
+        )
+    return pooling
+
+
 def load_hf_extractor(
     spec: ModelSpec, device: str | torch.device = "auto", allow_remote_code: tuple[str, ...] = ()
 ) -> HFExtractor:
@@ -581,11 +645,22 @@ def load_hf_extractor(
     model = _load_model(spec, source, load_dtype).to(torch_device).eval()
 
     patch_size = source.config.get("patch_size") if source.modality == "image" else None
+    applied = applied_settings(spec, source.declared)
+    normalize = spec.normalize if spec.normalize is not None else applied.get("normalize", False)
     extractor = HFExtractor(
-        model, preprocess, torch_device, compute_dtype, spec.pooling, patch_size
+        model, preprocess, torch_device, compute_dtype, spec.pooling, patch_size, normalize
     )
+    if source.declared and source.declared.unapplied_modules:
+        logger.warning(
+            "Hugging Face model %s: its sentence-transformers modules %s are not applied; "
+            "features are the pooled transformer output",
+            spec.display_name,
+            list(source.declared.unapplied_modules),
+        )
     try:
-        if spec.pooling == "default":
+        if "pooling" in applied:
+            extractor.pooling = _declared_pooling(spec, applied["pooling"])
+        elif spec.pooling == "default":
             extractor.pooling = _default_pooling(spec, source, extractor)
         feature_dim = extractor._probe_feature_dim(
             _PROBE_IMAGE if source.modality == "image" else _PROBE_TEXT
@@ -629,6 +704,7 @@ def load_hf_extractor(
             "preprocessing": preprocess.config,
             "pooling": extractor.pooling,
             "dtype": spec.dtype,
+            **({"normalize": True} if normalize else {}),
         }
     )
     extractor.metadata = ModelMetadata(

@@ -1,10 +1,12 @@
 """A model's content key: what names its features on the store, computed without loading it.
 
-``model_key(spec) = {slug(name)}-{sha256[:12]}`` over the spec (less its free ``tags``), the
-identity of its weights (the content hash of a local checkpoint file or model folder, the hub
-revision otherwise) and the major.minor versions of torch, timm and transformers, so a new
-library release recomputes features instead of mixing old and new ones. Light: hashes files,
-imports no torch.
+``model_key(spec) = {slug(name)}-{sha256[:12]}`` over the spec's identity
+(:meth:`ModelSpec.identity`: no display-only fields), the identity of its weights (the content
+hash of a local checkpoint file or model folder, the hub revision otherwise), the major.minor
+versions of torch, timm and transformers, so a new library release recomputes features instead
+of mixing old and new ones, and the settings the model's folder declares and the loader applies
+(:func:`ray_logme.hub.declared.applied_settings`; left out when there are none). This module owns
+the formula. Light: hashes files and reads JSON, imports no torch.
 """
 
 from __future__ import annotations
@@ -17,7 +19,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ray_logme.hub.spec import PACKAGE_PREFIX, ModelSpec, resolve_package_path
+from ray_logme.hub.declared import applied_settings, declared_settings
+from ray_logme.hub.spec import (
+    FIELDS_ADDED_AFTER_0_1,
+    PACKAGE_PREFIX,
+    ModelSpec,
+    resolve_package_path,
+)
 
 _HASH_CHUNK_BYTES = 8 << 20
 
@@ -88,6 +96,9 @@ def model_key(spec: ModelSpec) -> str:
         identity["checkpoint_path"] = LOCAL_FILE_NAME
     identity["weights"] = weight_identity(spec)
     identity["libraries"] = library_versions()
+    declared = applied_settings(spec, declared_settings(spec))
+    if declared:  # absent when nothing is declared: such models keep their keys
+        identity["declared"] = declared
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     return f"{slug(_key_name(spec, local))}-{digest[:12]}"
 
@@ -97,7 +108,7 @@ def legacy_model_key(spec: ModelSpec) -> str:
     features: see :func:`resolve_model_key`)."""
     from ray_logme.storage import slug
 
-    identity = spec.model_dump(mode="json", exclude={"tags", "label"})
+    identity = spec.model_dump(mode="json", exclude={"tags", "label", *FIELDS_ADDED_AFTER_0_1})
     identity["weights"] = weight_identity(spec)
     identity["libraries"] = library_versions()
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
@@ -113,6 +124,8 @@ def resolve_model_key(spec: ModelSpec, has_features: Any = None) -> str:
         return key
     if spec.name.startswith(PACKAGE_PREFIX) and not spec.checkpoint_path:
         return key  # pkg: names were already path-free
+    if spec.normalize is not None or applied_settings(spec, declared_settings(spec)):
+        return key  # 0.1.0 ignored what the folder declares: its features are not these
     legacy = legacy_model_key(spec)
     if legacy != key and not has_features(key) and has_features(legacy):
         return legacy

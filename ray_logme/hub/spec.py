@@ -64,13 +64,18 @@ class ModelSpec(BaseModel):
     """timm only: a local weight file (``.safetensors``; pickle formats need ``allow_pickle``)."""
     pooling: Pooling = "default"
     """How token/spatial features become one vector per input. ``default``: timm's own head
-    pooling; mean over the attention mask for HF text encoders, last non-pad token for
-    decoder-only HF models, CLS token for HF ViT-style models, ``pooler_output`` for HF convnets."""
+    pooling; for HF models the pooling a sentence-transformers folder declares, else mean over
+    the attention mask for text encoders, last non-pad token for decoder-only models, CLS token
+    for ViT-style models, ``pooler_output`` for convnets."""
     dtype: DType = "auto"
     """Compute dtype. ``auto``: bfloat16 on GPUs that support it, else float16 on GPU, float32 on
     CPU. Features are always returned as float32."""
     max_length: PositiveInt | None = None
-    """HF text only: truncation length in tokens (default: the model's limit, at most 512)."""
+    """HF text only: truncation length in tokens (default: the length the model declares, as
+    sentence-transformers' ``max_seq_length``, else the tokenizer's limit, at most 512)."""
+    normalize: bool | None = None
+    """HF only: L2-normalise each feature vector. ``None``: as the model declares (a
+    sentence-transformers ``Normalize`` module), else not."""
     trust_remote_code: bool = False
     """HF only: run the repo's own Python code. Also needs the repo id in the run config's
     ``allow_remote_code`` list."""
@@ -119,6 +124,8 @@ class ModelSpec(BaseModel):
         if self.hub == "timm":
             if self.max_length is not None:
                 raise ValueError(f"{where}: max_length applies to text models (hub: hf) only")
+            if self.normalize is not None:
+                raise ValueError(f"{where}: normalize applies to hub: hf only")
             if self.trust_remote_code:
                 raise ValueError(f"{where}: trust_remote_code applies to hub: hf only")
             reserved = sorted(RESERVED_TIMM_KWARGS & self.timm_kwargs.keys())
@@ -173,14 +180,26 @@ class ModelSpec(BaseModel):
             qualifiers.append(self.dtype)
         if self.max_length is not None:
             qualifiers.append(f"max_length={self.max_length}")
+        if self.normalize is not None:
+            qualifiers.append("normalize" if self.normalize else "no-normalize")
         for key, value in sorted(self.timm_kwargs.items()):
             qualifiers.append(f"{key}={json.dumps(value, sort_keys=True, separators=(',', ':'))}")
         return f"{label} [{', '.join(qualifiers)}]" if qualifiers else label
 
     def identity(self) -> dict[str, Any]:
         """What determines this spec's features, as JSON: every field but the display-only
-        ``tags`` and ``display_name``. Two specs with the same identity are the same model."""
-        return self.model_dump(mode="json", exclude={"tags", "label"})
+        ``tags`` and ``display_name``, and fields added after 0.1.0 while at their defaults (so
+        existing keys stay). Two specs with the same identity are the same model."""
+        identity = self.model_dump(mode="json", exclude={"tags", "label"})
+        for name, default in FIELDS_ADDED_AFTER_0_1.items():
+            if identity.get(name) == default:
+                del identity[name]
+        return identity
+
+
+#: Spec fields that 0.1.0 did not have, with the default that leaves a spec's identity (and so
+#: its content key) as 0.1.0 computed it.
+FIELDS_ADDED_AFTER_0_1: dict[str, Any] = {"normalize": None}
 
 
 PACKAGE_PREFIX = "pkg:"
