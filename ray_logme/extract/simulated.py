@@ -150,8 +150,15 @@ class SimulatedModel:
         return {"count": np.zeros(len(texts))}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        row_ids = np.asarray(batch["row_id"], dtype=np.int64)
-        time.sleep(len(row_ids) * self.info.seconds_per_row)
-        first = int(row_ids[0]) if len(row_ids) else 0
-        rng = np.random.default_rng([self.info.seed, first, len(row_ids)])
-        return rng.standard_normal((len(row_ids), self.info.feature_dim), dtype=np.float32)
+        time.sleep(len(batch["row_id"]) * self.info.seconds_per_row)
+        return simulated_features(self.info, batch["row_id"])
+
+
+def simulated_features(info: SimulatedModelInfo, row_ids: np.ndarray) -> np.ndarray:
+    """``float32[n, d]``: the simulated model's features of these rows (a function of the
+    model's seed and each row id alone, so any batching gives the same features)."""
+    rng = np.random.default_rng(info.seed)
+    frequency = rng.uniform(0.05, 3.0, size=info.feature_dim)
+    phase = rng.uniform(0.0, 2 * np.pi, size=info.feature_dim)
+    rows = np.asarray(row_ids, dtype=np.float64)[:, None] + 1.0
+    return np.sin(rows * frequency + phase).astype(np.float32)

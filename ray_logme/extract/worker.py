@@ -421,7 +421,9 @@ class ExtractWorker:
             report.error, report.traceback = _short_error(exc), traceback.format_exc()
             return
         report.rows = len(row_ids)
-        _maybe_inject_fault(FAULT_INJECT_AFTER_WRITE_ENV, f"{unit.model_key}/{unit.shard_index}")
+        _maybe_inject_fault(
+            FAULT_INJECT_AFTER_WRITE_ENV, f"{unit.model_key} {unit.task_key} {unit.shard_index}"
+        )
 
 
 def _json(record: Mapping[str, Any]) -> str:
