@@ -47,7 +47,7 @@ def cmd_refresh(args: argparse.Namespace) -> int:
     config = RunConfig.from_yaml(config_path)
     if args.store:
         config = config.model_copy(update={"store": _store_uri(args.store)})
-    connect_ray(args.address, args.num_cpus)
+    connect_ray(args.address, args.num_cpus, verbose=args.verbose)
     result = refresh(
         config,
         resume=args.resume,

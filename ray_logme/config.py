@@ -95,18 +95,24 @@ class BatchSizes:
 class Resources(_Strict):
     """Resources of the extract stage.
 
-    ``num_workers`` model actors per model (each holding one copy of the model), each with
-    ``gpus_per_worker`` GPUs (fractional for small models; 0 on CPU-only clusters) and
-    ``cpus_per_worker`` CPUs. Keep ``num_workers * cpus_per_worker`` below the cluster's CPUs so
-    read and preprocessing tasks still get a CPU (ray issue 44687).
+    ``num_workers`` long-lived extract workers for the whole run (each holds one model at a
+    time and moves on to the next model when its model's shards are done), each with
+    ``gpus_per_worker`` GPUs (fractional packs several workers, so several small models, on one
+    GPU: 0.25 runs four; 0 on CPU-only clusters) and ``cpus_per_worker`` CPUs. Keep
+    ``num_workers * cpus_per_worker`` below the cluster's CPUs so decoding and scoring tasks
+    still get a CPU (ray issue 44687). ``max_models_in_flight`` caps how many models have shards
+    being handed out at once (default: one per worker); lower it to make workers share large
+    models. Workers also join a started model on their own when its remaining work outweighs
+    loading it again.
 
-    Three batch sizes, in rows: ``decode_batch_size`` per CPU decode task,
-    ``actor_batch_size`` per call of a model actor, ``forward_batch_size`` per forward pass (an
-    out-of-memory error halves it). ``batch_size`` is the default of all three; ``None`` picks
-    32 on CPU and 128 on GPU.
+    Three batch sizes, in rows: ``decode_batch_size`` per image-decoding step of a CPU task,
+    ``actor_batch_size`` (unused since workers take whole input shards; kept so existing configs
+    load), ``forward_batch_size`` per forward pass (an out-of-memory error halves it).
+    ``batch_size`` is the default of all three; ``None`` picks 32 on CPU and 128 on GPU.
     """
 
     num_workers: int = Field(default=1, ge=1)
+    max_models_in_flight: int | None = Field(default=None, ge=1)
     gpus_per_worker: float = Field(default=0.0, ge=0.0)
     cpus_per_worker: float = Field(default=1.0, gt=0.0)
     preprocess_cpus: float = Field(default=0.5, gt=0.0)

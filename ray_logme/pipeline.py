@@ -32,8 +32,9 @@ from ray_logme.leaderboard import (
     build_leaderboard,
     write_leaderboard,
 )
-from ray_logme.reduce import ReducePair, reduce
+from ray_logme.reduce import ReducePair, ScoreStream, reduce
 from ray_logme.storage import FeatureStore, layout
+from ray_logme.tables import PairStatus
 from ray_logme.tasks import TaskSnapshot, snapshot_task
 
 logger = logging.getLogger(__name__)
@@ -145,6 +146,14 @@ def _run_stages(
     connect_ray()
     models = config.resolved_models()
     snapshots = snapshot_tasks(config, store)
+    # Scoring streams behind extraction: a pair's reduce tasks start once its last shard is in.
+    stream = ScoreStream(store, run_id)
+
+    def score_when_done(status: PairStatus) -> None:
+        pair = _reduce_pair(status, snapshots)
+        if pair is not None:
+            stream.submit(pair)
+
     extracted = extract(
         models,
         snapshots,
@@ -153,13 +162,18 @@ def _run_stages(
         resources=config.resources,
         allow_remote_code=config.allow_remote_code,
         progress=progress,
+        on_pair_done=score_when_done,
     )
     status_table = extracted.status_table()
     models_table = _with_priors(extracted.models_table(), priors)
     store.write_table(layout.run_status(run_id), status_table)
     store.write_table(layout.run_models(run_id), models_table)
+    logger.info(
+        "run %s: extract loaded %d models on %d workers", run_id, extracted.model_loads,
+        extracted.workers_started,
+    )  # fmt: skip
 
-    scores = reduce(_reduce_pairs(extracted, snapshots), store, run_id)
+    scores = reduce(_reduce_pairs(extracted, snapshots), store, run_id, stream=stream)
     store.write_table(layout.run_scores(run_id), scores)
 
     run = RunTables(record, scores.to_pandas(), models_table.to_pandas(), status_table.to_pandas())
@@ -269,24 +283,28 @@ def _snapshot_or_error(spec, store, storage_options) -> TaskSnapshot | RayLogMEE
 def _reduce_pairs(
     extracted: ExtractResult, snapshots: Mapping[str, TaskSnapshot | RayLogMEError]
 ) -> list[ReducePair]:
-    pairs = []
-    for status in extracted.pairs:
-        if status.state == "skipped":  # model and task modalities differ: no score, no failure
-            continue
-        snapshot = snapshots.get(status.task)
-        kind = snapshot.info.kind if isinstance(snapshot, TaskSnapshot) else "unknown"
-        pairs.append(
-            ReducePair(
-                model=status.model,
-                model_key=status.model_key,
-                task=status.task,
-                task_key=status.task_key,
-                kind=kind,
-                state=status.state,
-                error=status.error,
-            )
-        )
-    return pairs
+    pairs = (_reduce_pair(status, snapshots) for status in extracted.pairs)
+    return [pair for pair in pairs if pair is not None]
+
+
+def _reduce_pair(
+    status: PairStatus, snapshots: Mapping[str, TaskSnapshot | RayLogMEError]
+) -> ReducePair | None:
+    """What reduce scores for one extracted pair; ``None`` for a skipped pair (model and task
+    modalities differ: no score, no failure)."""
+    if status.state == "skipped":
+        return None
+    snapshot = snapshots.get(status.task)
+    kind = snapshot.info.kind if isinstance(snapshot, TaskSnapshot) else "unknown"
+    return ReducePair(
+        model=status.model,
+        model_key=status.model_key,
+        task=status.task,
+        task_key=status.task_key,
+        kind=kind,
+        state=status.state,
+        error=status.error,
+    )
 
 
 def _write_run_record(store: FeatureStore, run_id: str, record: Mapping[str, Any]) -> None:

@@ -101,6 +101,117 @@ def _score_stats(stats: Any, metric: str) -> tuple[float, dict[str, Any]]:
     return get_metric(metric).score(stats)
 
 
+class ScoreStream:
+    """Scoring that streams behind extraction: :meth:`submit` a pair as soon as its features
+    are committed (its Ray tasks start at once), :meth:`table` gathers the rows.
+
+    ``reduce`` is this with every pair submitted at the end; scores are the same either way
+    (the same tasks on the same shards). Runs on the Ray cluster the caller connected to.
+    """
+
+    def __init__(
+        self,
+        store: FeatureStore,
+        run_id: str,
+        *,
+        metrics: Sequence[str] = ("logme",),
+        shards_per_task: int = SHARDS_PER_TASK,
+        chunk_rows: int = CHUNK_ROWS,
+        use_cache: bool = True,
+    ) -> None:
+        import ray
+
+        unknown = [m for m in metrics if m not in METRICS]
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown}; available: {sorted(METRICS)}")
+        self.store, self.run_id, self.metrics = store, run_id, tuple(metrics)
+        self.shards_per_task, self.chunk_rows, self.use_cache = (
+            shards_per_task,
+            chunk_rows,
+            use_cache,
+        )
+        self._shard_stats = ray.remote(num_cpus=1, max_retries=3)(stats_of_shards)
+        self._merge = ray.remote(num_cpus=1, max_retries=3)(_merge_stats)
+        self._score = ray.remote(num_cpus=1, max_retries=3)(_score_stats)
+        # (model, task, metric) -> (row, score task or None, submitted at)
+        self._rows: dict[tuple[str, str, str], tuple[ScoreRow, Any, float]] = {}
+
+    def submit(self, pair: ReducePair) -> None:
+        """Start scoring ``pair`` with every metric (a pair already submitted is left alone)."""
+        for metric in self.metrics:
+            key = (pair.model, pair.task, metric)
+            if key in self._rows:
+                continue
+            row = ScoreRow(
+                self.run_id, pair.model, pair.model_key, pair.task, pair.task_key, pair.kind,
+                metric,
+            )  # fmt: skip
+            self._rows[key] = (row, self._start(row, pair, metric), time.perf_counter())
+
+    def _start(self, row: ScoreRow, pair: ReducePair, metric: str) -> Any:
+        if pair.state != "ok":
+            row.state, row.error = "failed", pair.error or "extract failed"
+            return None
+        cached = _read_cache(self.store, metric, pair) if self.use_cache else None
+        if cached is not None:
+            _fill(row, cached)
+            row.cached = True
+            return None
+        shards = sorted(self.store.committed_feature_shards(pair.model_key, pair.task_key))
+        if not shards:
+            row.state, row.error = "failed", "no committed feature shards to score"
+            return None
+        size = self.shards_per_task
+        groups = [shards[i : i + size] for i in range(0, len(shards), size)]
+        parts = [
+            self._shard_stats.remote(
+                self.store, pair.model_key, pair.task_key, pair.kind, g, metric, self.chunk_rows
+            )
+            for g in groups
+        ]
+        while len(parts) > 1:  # tree merge: O(log groups) rounds of O(d^2) merges
+            parts = [
+                self._merge.remote(*parts[i : i + 2]) if i + 1 < len(parts) else parts[i]
+                for i in range(0, len(parts), 2)
+            ]
+        return self._score.remote(parts[0], metric)
+
+    def table(self, pairs: Sequence[ReducePair]) -> pa.Table:
+        """The scores table of ``pairs`` (in their order, metrics within each pair), submitting
+        any pair not submitted yet and waiting for every score; caches the new ones."""
+        import ray
+
+        for pair in pairs:
+            self.submit(pair)
+        rows = []
+        for pair in pairs:
+            for metric in self.metrics:
+                row, ref, started = self._rows[(pair.model, pair.task, metric)]
+                rows.append(row)
+                if ref is None:
+                    continue
+                try:
+                    value, details = ray.get(ref)
+                except Exception as exc:
+                    cause = _root_cause(exc)
+                    row.state = "failed"
+                    row.error = f"scoring failed: {type(cause).__name__}: {cause}"
+                    logger.error(
+                        "%s x %s: %s\n%s", row.model, row.task, row.error, traceback.format_exc()
+                    )
+                    continue
+                row.score = value
+                row.num_samples = details["num_samples"]
+                row.feature_dim = details["feature_dim"]
+                row.num_targets = details["num_targets"]
+                row.seconds = time.perf_counter() - started
+                if not np.isfinite(value):
+                    row.state, row.error = "failed", f"{row.metric} is not finite ({value})"
+                    continue
+                _write_cache(self.store, row)
+        return SCORES.from_rows(rows)
+
+
 def reduce(
     pairs: Sequence[ReducePair],
     store: FeatureStore,
@@ -110,78 +221,25 @@ def reduce(
     shards_per_task: int = SHARDS_PER_TASK,
     chunk_rows: int = CHUNK_ROWS,
     use_cache: bool = True,
+    stream: ScoreStream | None = None,
 ) -> pa.Table:
     """Score every pair with every metric; returns the scores table (also cached per pair).
 
-    Runs on the Ray cluster the caller connected to.
-    Pairs that failed extraction get a ``failed`` row carrying the extract error. A pair whose
-    scoring raises fails its own row only.
+    Runs on the Ray cluster the caller connected to. Pairs that failed extraction get a
+    ``failed`` row carrying the extract error. A pair whose scoring raises fails its own row
+    only. ``stream``: the :class:`ScoreStream` the extract stage already submitted some pairs
+    to (their scores are awaited, not recomputed); its settings then apply.
     """
-    import ray
-
-    unknown = [m for m in metrics if m not in METRICS]
-    if unknown:
-        raise ValueError(f"unknown metric(s) {unknown}; available: {sorted(METRICS)}")
-    shard_stats = ray.remote(num_cpus=1, max_retries=3)(stats_of_shards)
-    merge = ray.remote(num_cpus=1, max_retries=3)(_merge_stats)
-    score = ray.remote(num_cpus=1, max_retries=3)(_score_stats)
-    store_ref = store  # FeatureStore pickles without its filesystem or credentials
-
-    rows: list[ScoreRow] = []
-    pending: list[tuple[ScoreRow, Any, float]] = []
-    for pair in pairs:
-        for metric in metrics:
-            row = ScoreRow(
-                run_id, pair.model, pair.model_key, pair.task, pair.task_key, pair.kind, metric
-            )
-            rows.append(row)
-            if pair.state != "ok":
-                row.state, row.error = "failed", pair.error or "extract failed"
-                continue
-            cached = _read_cache(store, metric, pair) if use_cache else None
-            if cached is not None:
-                _fill(row, cached)
-                row.cached = True
-                continue
-            shards = sorted(store.committed_feature_shards(pair.model_key, pair.task_key))
-            if not shards:
-                row.state, row.error = "failed", "no committed feature shards to score"
-                continue
-            groups = [
-                shards[i : i + shards_per_task] for i in range(0, len(shards), shards_per_task)
-            ]
-            parts = [
-                shard_stats.remote(
-                    store_ref, pair.model_key, pair.task_key, pair.kind, g, metric, chunk_rows
-                )
-                for g in groups
-            ]
-            while len(parts) > 1:  # tree merge: O(log groups) rounds of O(d^2) merges
-                parts = [
-                    merge.remote(*parts[i : i + 2]) if i + 1 < len(parts) else parts[i]
-                    for i in range(0, len(parts), 2)
-                ]
-            pending.append((row, score.remote(parts[0], metric), time.perf_counter()))
-
-    for row, ref, started in pending:
-        try:
-            value, details = ray.get(ref)
-        except Exception as exc:
-            cause = _root_cause(exc)
-            row.state = "failed"
-            row.error = f"scoring failed: {type(cause).__name__}: {cause}"
-            logger.error("%s x %s: %s\n%s", row.model, row.task, row.error, traceback.format_exc())
-            continue
-        row.score = value
-        row.num_samples = details["num_samples"]
-        row.feature_dim = details["feature_dim"]
-        row.num_targets = details["num_targets"]
-        row.seconds = time.perf_counter() - started
-        if not np.isfinite(value):
-            row.state, row.error = "failed", f"{row.metric} is not finite ({value})"
-            continue
-        _write_cache(store, row)
-    return SCORES.from_rows(rows)
+    if stream is None:
+        stream = ScoreStream(
+            store,
+            run_id,
+            metrics=metrics,
+            shards_per_task=shards_per_task,
+            chunk_rows=chunk_rows,
+            use_cache=use_cache,
+        )
+    return stream.table(pairs)
 
 
 def _root_cause(exc: BaseException) -> BaseException:

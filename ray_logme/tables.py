@@ -91,6 +91,12 @@ class ModelRecord:
     #: rows per second of the whole actor pool from its first batch to its last (all workers;
     #: waits for input included): the steady-state rate, start-up excluded
     pipeline_throughput: float | None = None
+    #: extract workers that loaded this model in this run (a large model spreads over several)
+    workers: int | None = None
+    #: the most models (this one included) that computed on one device at the same time as it:
+    #: 1 = it had its device (GPU, or a node's CPUs) to itself; above 1 its throughput was
+    #: measured while sharing
+    models_on_device: int | None = None
     extract_seconds: float = 0.0
     rows_computed: int = 0
     state: str = PENDING
@@ -206,6 +212,8 @@ MODELS = StageTable(
             ("throughput", pa.float64()),
             ("startup_seconds", pa.float64()),
             ("pipeline_throughput", pa.float64()),
+            ("workers", pa.int64()),
+            ("models_on_device", pa.int64()),
             ("extract_seconds", pa.float64()),
             ("rows_computed", pa.int64()),
             ("state", pa.string()),

@@ -17,7 +17,7 @@ from hub_helpers import save_tiny_vit
 from transformers import BertConfig, BertModel
 
 from ray_logme.config import Resources
-from ray_logme.extract import FAULT_INJECT_ENV, extract
+from ray_logme.extract import FAULT_INJECT_ENV, HubSource, extract
 from ray_logme.hub import ModelSpec, load_extractor
 from ray_logme.hub.identity import model_key
 from ray_logme.storage import FeatureStore, list_files
@@ -226,6 +226,7 @@ class _OOMAboveFour:
 
     def __init__(self, extractor):
         self.extractor = extractor
+        self.metadata = extractor.metadata
         self.calls: list[int] = []
 
     def __call__(self, tensors):
@@ -236,36 +237,54 @@ class _OOMAboveFour:
         return self.extractor(tensors)
 
 
-def test_out_of_memory_halves_the_micro_batch_and_keeps_the_features(tmp_path):
-    from ray_logme.extract import ModelActor
-
-    spec = ModelSpec(hub="timm", name="test_vit", pretrained=False)
-    actor = ModelActor(spec.model_dump_json(), "cpu", [], 16, FeatureStore(str(tmp_path)), "k")
-    assert actor.load_error is None
-    reference = actor.extractor
-    pixels = np.random.default_rng(0).normal(size=(12, 3, 160, 160)).astype(np.float32)
-    expected = reference({"pixel_values": pixels})
-    actor.extractor = _OOMAboveFour(reference)
-    out = actor(
-        {
-            "path": np.array(["shard"] * 12),
-            "row_id": np.arange(12),
-            "pixel_values": pixels,
-            "error": np.array([""] * 12),
-        }
-    )
-    assert (out["error"] == "").all()
-    assert actor.forward_batch_size == 4 and actor.extractor.calls[:3] == [12, 8, 4]
-    np.testing.assert_allclose(out["features"], expected, rtol=1e-4, atol=1e-5)
-    # At batch size 1 an OOM fails the rows with a message, it does not kill the actor.
-    actor.extractor, actor.forward_batch_size = _AlwaysOOM(), 1
-    out = actor({"path": np.array(["s"]), "row_id": np.arange(1), "pixel_values": pixels[:1]})
-    assert "forward pass failed" in out["error"][0] and "out of memory" in out["error"][0]
-
-
 class _AlwaysOOM:
+    def __init__(self, metadata):
+        self.metadata = metadata
+
     def __call__(self, tensors):
         raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+
+class _AlwaysOOMSource(HubSource):
+    """The real hub, but every loaded model runs out of memory on every forward pass."""
+
+    def load(self, spec, device, allow_remote_code):
+        return _AlwaysOOM(super().load(spec, device, allow_remote_code).metadata)
+
+
+def test_out_of_memory_halves_the_micro_batch_and_keeps_the_features(tmp_path):
+    from ray_logme.extract import ExtractWorker, ModelRunner, Unit, decode_shard
+    from ray_logme.extract.worker import WorkerOptions
+
+    torch.set_num_threads(1)
+    spec = ModelSpec(hub="timm", name="test_vit", pretrained=False)
+    reference = load_extractor(spec, device="cpu")
+    pixels = np.random.default_rng(0).normal(size=(12, 3, 160, 160)).astype(np.float32)
+    expected = reference({"pixel_values": pixels})
+    runner = ModelRunner(_OOMAboveFour(reference), 16)
+    out = runner.features({"row_id": np.arange(12), "pixel_values": pixels}, np.arange(12))
+    assert runner.forward_batch_size == 4 and runner.model.calls[:3] == [12, 8, 4]
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+    # At batch size 1 an OOM is raised (not retried forever) ...
+    runner = ModelRunner(_AlwaysOOM(reference.metadata), 1)
+    with pytest.raises(torch.OutOfMemoryError):
+        runner.features({"row_id": np.arange(1), "pixel_values": pixels[:1]}, np.arange(1))
+    # ... and in a worker it fails the unit with a message; the worker takes the next unit.
+    store = FeatureStore(str(tmp_path / "store"))
+    snapshot = snapshot_task(
+        TaskSpec(name="digits", uri="sklearn:digits", max_samples=20, shard_rows=10), store
+    )
+    worker = ExtractWorker(store, _AlwaysOOMSource(), WorkerOptions("cpu", 1))
+    for index in range(2):
+        unit = Unit(
+            spec.model_dump_json(), model_key(spec), "digits", snapshot.task_key, index,
+            snapshot.shard_paths[index], 10, "image", "run",
+        )  # fmt: skip
+        decoded = decode_shard(store, unit.shard_path, unit.spec_json, (), 8)
+        report = worker.run(unit, decoded)
+        assert "forward pass failed" in report.error and "out of memory" in report.error
+        assert report.rows == 0 and not report.committed
+    assert store.committed_feature_shards(model_key(spec), snapshot.task_key) == set()
 
 
 def test_decode_stage_ships_uint8_for_timm_float32_otherwise_and_names_bad_rows(hf_vit_dir):
