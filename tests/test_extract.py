@@ -280,7 +280,7 @@ def test_out_of_memory_halves_the_micro_batch_and_keeps_the_features(tmp_path):
             spec.model_dump_json(), model_key(spec), "digits", snapshot.task_key, index,
             snapshot.shard_paths[index], 10, "image", "run",
         )  # fmt: skip
-        decoded = decode_shard(store, unit.shard_path, unit.spec_json, (), 8)
+        decoded = decode_shard(store, unit.shard_relpath, unit.spec_json, (), 8)
         report = worker.run(unit, decoded)
         assert "forward pass failed" in report.error and "out of memory" in report.error
         assert report.rows == 0 and not report.committed
