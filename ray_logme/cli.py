@@ -34,6 +34,27 @@ def default_config_path() -> Path:
     return Path(str(resources.files("ray_logme") / "configs" / DEFAULT_CONFIG))
 
 
+def shipped_configs() -> list[str]:
+    """Names of the configs shipped in ``ray_logme/configs/`` (``local``, ``20newsgroups``, ...)."""
+    folder = default_config_path().parent
+    return sorted(path.stem for path in folder.glob("*.yaml"))
+
+
+def shipped_config_path(name: str) -> Path:
+    """The shipped config called ``name`` (``20newsgroups`` -> ``ray_logme/configs/20newsgroups.yaml``)."""
+    return default_config_path().parent / f"{name}.yaml"
+
+
+def config_path_of(given: str | None) -> Path:
+    """``--config``: a YAML path, or the name of a shipped config; none: the embedded default."""
+    if not given:
+        return default_config_path()
+    path = Path(given)
+    if not path.exists() and "/" not in given and given in shipped_configs():
+        return shipped_config_path(given)
+    return path
+
+
 # --------------------------------------------------------------------------------------------
 # refresh
 
@@ -43,7 +64,7 @@ def cmd_refresh(args: argparse.Namespace) -> int:
     from ray_logme.config import RunConfig
     from ray_logme.pipeline import refresh
 
-    config_path = Path(args.config) if args.config else default_config_path()
+    config_path = config_path_of(args.config)
     config = RunConfig.from_yaml(config_path)
     if args.store:
         config = config.model_copy(update={"store": _store_uri(args.store)})
@@ -58,6 +79,8 @@ def cmd_refresh(args: argparse.Namespace) -> int:
     print(f"scores:      {result.scores_uri}")
     print(f"status:      {result.status_uri}")
     print(f"summary:     {result.leaderboard_md}")
+    for task, why in result.skipped_tasks:
+        print(f"skipped:     task {task}: {why}")
     if result.failed_pairs:
         print(f"failed:      {len(result.failed_pairs)} of {result.num_pairs} (model, task) pairs")
         for model, task, error in result.failed_pairs:
@@ -296,7 +319,7 @@ def _store_from_args(args: argparse.Namespace):
 
     if args.store:
         return FeatureStore(_store_uri(args.store))
-    config = RunConfig.from_yaml(Path(args.config) if args.config else default_config_path())
+    config = RunConfig.from_yaml(config_path_of(args.config))
     return FeatureStore(config.store, config.storage)
 
 
@@ -387,7 +410,11 @@ def build_parser() -> argparse.ArgumentParser:
             "(model, task) pair failed, after writing everything that succeeded."
         ),
     )
-    p.add_argument("--config", help="run config YAML (default: the embedded local.yaml)")
+    p.add_argument(
+        "--config",
+        help="run config YAML, or the name of a shipped one (20newsgroups, reuters-r8, bbc-news, "
+        "fashion-mnist; default: the embedded local.yaml)",
+    )
     p.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run")
     p.add_argument("--store", help="override the config's store URI")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")

@@ -13,7 +13,7 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +35,7 @@ from ray_logme.leaderboard import (
 from ray_logme.reduce import ReducePair, ScoreStream, reduce
 from ray_logme.storage import FeatureStore, layout
 from ray_logme.tables import PairStatus
-from ray_logme.tasks import TaskSnapshot, snapshot_task
+from ray_logme.tasks import TaskSnapshot, missing_data, snapshot_task
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,8 @@ class RefreshResult:
     num_pairs: int
     failed_pairs: list[tuple[str, str, str]] = field(default_factory=list)  # (model, task, error)
     seconds: float = 0.0
+    #: tasks with ``if_missing: skip`` whose data package is not installed: (task, why)
+    skipped_tasks: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -145,7 +147,10 @@ def _run_stages(
     """tasks -> extract -> reduce -> leaderboard of one created run; updates its record."""
     connect_ray()
     models = config.resolved_models()
-    snapshots = snapshot_tasks(config, store)
+    skipped = skipped_tasks(config)
+    for name, why in skipped.items():
+        logger.warning("task %s skipped: %s", name, why)
+    snapshots = snapshot_tasks(config, store, skip=skipped)
     # Scoring streams behind extraction: a pair's reduce tasks start once its last shard is in.
     stream = ScoreStream(store, run_id)
 
@@ -195,6 +200,7 @@ def _run_stages(
         finished=_now(),
         num_pairs=scores.num_rows,
         num_failed=len(failed),
+        skipped_tasks=skipped,
     )
     _write_run_record(store, run_id, record)
     # The published copies when this run is the latest, else the run's own folder (a resumed
@@ -218,6 +224,7 @@ def _run_stages(
         status_uri=store.uri_of(layout.run_status(run_id)),
         num_pairs=scores.num_rows,
         failed_pairs=failed,
+        skipped_tasks=sorted(skipped.items()),
     )
 
 
@@ -260,14 +267,30 @@ def _create_run(store: FeatureStore, config: RunConfig) -> tuple[str, dict[str, 
     )
 
 
+def skipped_tasks(config: RunConfig) -> dict[str, str]:
+    """Tasks with ``if_missing: skip`` whose data package is not installed: name -> why (the
+    package and its install command)."""
+    skipped = {}
+    for spec in config.tasks:
+        if spec.if_missing == "skip" and (why := missing_data(spec.uri)) is not None:
+            skipped[spec.name] = why
+    return skipped
+
+
 def snapshot_tasks(
-    config: RunConfig, store: FeatureStore
+    config: RunConfig, store: FeatureStore, skip: Iterable[str] = ()
 ) -> dict[str, TaskSnapshot | RayLogMEError]:
-    """Snapshot every task in parallel Ray tasks; a task that cannot be read maps to its error."""
+    """Snapshot every task (less those named in ``skip``) in parallel Ray tasks; a task that
+    cannot be read maps to its error."""
     import ray
 
     remote = ray.remote(num_cpus=1, max_retries=2)(_snapshot_or_error)
-    refs = {spec.name: remote.remote(spec, store, config.storage) for spec in config.tasks}
+    skip = set(skip)
+    refs = {
+        spec.name: remote.remote(spec, store, config.storage)
+        for spec in config.tasks
+        if spec.name not in skip
+    }
     return {name: ray.get(ref) for name, ref in refs.items()}
 
 

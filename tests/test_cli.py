@@ -33,7 +33,7 @@ def test_help_lists_every_command(capsys):
 def test_embedded_default_config_is_shipped_and_valid():
     config = RunConfig.from_yaml(default_config_path())
     assert config.store == "./ray-logme-store"
-    assert {t.uri for t in config.tasks} <= {"sklearn:digits", "builtin:discs", "builtin:topics"}
+    assert {t.uri for t in config.tasks} == {"builtin:bbc-news", "builtin:fashion-mnist"}
 
 
 @pytest.fixture

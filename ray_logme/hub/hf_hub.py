@@ -93,6 +93,10 @@ class HFSource:
 def resolve_source(spec: ModelSpec, allow_remote_code: tuple[str, ...] = ()) -> HFSource:
     """Locate the model, read its config.json, decide modality and remote-code permission."""
     folder = Path(os.path.expanduser(resolve_package_path(spec.name)))
+    if spec.convert is not None:  # weights in another layout: the converted folder (cached)
+        from ray_logme.hub.convert import converted_folder
+
+        folder = converted_folder(spec)
     if folder.is_dir():
         config_path = folder / "config.json"
         if not config_path.is_file():

@@ -94,6 +94,10 @@ def model_key(spec: ModelSpec) -> str:
         identity["name"] = LOCAL_DIR_NAME
     if spec.checkpoint_path:
         identity["checkpoint_path"] = LOCAL_FILE_NAME
+    if spec.convert is not None:
+        # The converted folder (weights, config, tokenizer) is what the loader reads: its
+        # content hash identifies the weights, wherever the source file lies.
+        identity["convert"] = spec.convert.recipe()
     identity["weights"] = weight_identity(spec)
     identity["libraries"] = library_versions()
     declared = applied_settings(spec, declared_settings(spec))
@@ -120,6 +124,8 @@ def resolve_model_key(spec: ModelSpec, has_features: Any = None) -> str:
     features on the store (``has_features(key) -> bool``), so an existing store is not
     re-extracted after the upgrade."""
     key = model_key(spec)
+    if spec.convert is not None:  # converted models are newer than 0.1.0: no legacy key
+        return key
     if has_features is None or (local_model_dir(spec) is None and not spec.checkpoint_path):
         return key
     if spec.name.startswith(PACKAGE_PREFIX) and not spec.checkpoint_path:
@@ -138,7 +144,11 @@ LOCAL_FILE_NAME = "<local checkpoint file>"
 
 
 def _key_name(spec: ModelSpec, local: Path | None) -> str:
-    """The readable part of the key: the model's name, or a local folder's own name."""
+    """The readable part of the key: the model's name, a local folder's own name, or for a
+    converted model the source file's stem."""
+    if spec.convert is not None:
+        stem = spec.convert.weights.replace(chr(92), "/").rstrip("/").split("/")[-1]
+        return stem.rsplit(".", 1)[0] or "converted"
     if local is not None and not spec.name.startswith(PACKAGE_PREFIX):
         return local.name or "local"
     return spec.name.removeprefix("hf-hub:")
@@ -163,17 +173,29 @@ MAX_FOLDER_BYTES = 256 << 30
 def weight_identity(spec: ModelSpec) -> str | None:
     """What identifies the weights: a checkpoint's content hash, a local folder's content
     listing hash (content, not mtimes: a fresh checkout or a synced copy keeps its key), or the
-    hub revision (``None``: the hub's default)."""
+    hub revision (``None``: the hub's default). A converted model (``convert``) is converted
+    here first when its cached folder does not exist yet (that needs torch)."""
+    if spec.convert is not None:
+        from ray_logme.hub.convert import converted_folder
+
+        folder = converted_folder(spec)
+        return folder_content_hash(folder, what=f"model {spec.display_name!r}")
     if spec.checkpoint_path:
         return file_sha256(os.path.expanduser(spec.checkpoint_path))
     local = local_model_dir(spec)
     if local is not None:
-        listing = sorted(
-            (path.relative_to(local).as_posix(), file_sha256(str(path)))
-            for path in folder_files(local, what=f"model {spec.name!r}")
-        )
-        return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
+        return folder_content_hash(local, what=f"model {spec.name!r}")
     return spec.revision
+
+
+def folder_content_hash(folder: Path, *, what: str) -> str:
+    """sha256 hex over a folder's (relative path, content sha256) listing: content, not
+    mtimes, so a fresh checkout or a synced copy hashes the same."""
+    listing = sorted(
+        (path.relative_to(folder).as_posix(), file_sha256(str(path)))
+        for path in folder_files(folder, what=what)
+    )
+    return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
 
 
 def folder_files(

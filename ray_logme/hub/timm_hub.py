@@ -2,7 +2,8 @@
 
 Local dirs may be named by path, ``local-dir:<path>``, or ``pkg:<package>/<dir>`` (also
 ``local-dir:pkg:<package>/<dir>``) for a folder shipped inside an installed Python package, such
-as the default zoo ``pkg:ray_logme/zoo/shapes``.
+as the default zoo ``pkg:ray_logme/zoo/shapes``. A spec with ``convert:`` loads the folder
+:mod:`ray_logme.hub.convert` made from weights in another layout.
 
 The model is built headless (``num_classes=0``), so ``model(x)`` returns timm's own pooled
 pre-logits; the preprocessing is resolved from the model (``resolve_model_data_config`` +
@@ -83,6 +84,10 @@ class TimmSource:
 def resolve_source(spec: ModelSpec) -> TimmSource:
     """Classify ``spec.name`` and check it exists; raises ``UnknownModelError``/``CheckpointError``."""
     name = spec.name
+    if spec.convert is not None:  # weights in another layout: the converted folder (cached)
+        from ray_logme.hub.convert import converted_folder
+
+        return _local_dir_source(spec, converted_folder(spec))
     if name.startswith((_LOCAL_PREFIX, PACKAGE_PREFIX)) or _looks_like_existing_dir(name):
         # ``pkg:<package>/<dir>`` (optionally after ``local-dir:``): a folder an installed Python
         # package ships, e.g. ``pkg:ray_logme/zoo/shapes``, the same on every machine.

@@ -19,6 +19,8 @@ subsampling, shard size), so a changed dataset gets a new key and its features a
 This package re-exports its public names; the code lives in:
 
 * :mod:`.builtin`: built-in tasks (generated in-process) and their registry;
+* :mod:`.packaged`: built-in tasks on real data that an installed package ships (BBC News,
+  Fashion-MNIST, 20 Newsgroups, Reuters R8), and :func:`missing_data`;
 * :mod:`.spec`: :class:`TaskSpec`, :class:`TaskInfo`, :class:`TargetStats`, :class:`TaskSnapshot`;
 * :mod:`.source`: the files (or built-in table) a task reads, and :func:`task_revision`;
 * :mod:`.plan`: pass 1 (labels, filter, subsampling);
@@ -36,6 +38,7 @@ from ray_logme.tasks.builtin import (
     builtin_table,
     register_builtin_task,
 )
+from ray_logme.tasks.packaged import DataPackage, missing_data
 from ray_logme.tasks.plan import stratified_quotas
 from ray_logme.tasks.snapshot import iter_task_shards, read_task, snapshot_task, task_info
 from ray_logme.tasks.source import SNAPSHOT_FORMAT, task_revision
@@ -45,6 +48,7 @@ __all__ = [
     "BUILTIN_TASKS",
     "SNAPSHOT_FORMAT",
     "BuiltinTask",
+    "DataPackage",
     "FilterValue",
     "TargetStats",
     "TaskInfo",
@@ -52,6 +56,7 @@ __all__ = [
     "TaskSpec",
     "builtin_table",
     "iter_task_shards",
+    "missing_data",
     "read_task",
     "register_builtin_task",
     "snapshot_task",

@@ -28,12 +28,15 @@ import io
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pyarrow as pa
 
 from ray_logme.errors import TaskError
+
+if TYPE_CHECKING:
+    from ray_logme.tasks.packaged import DataPackage
 
 BUILTIN_URI_PATTERN = re.compile(r"^(sklearn|builtin):")
 """URIs that name a built-in task (a :class:`~ray_logme.tasks.spec.TaskSpec` looks them up)."""
@@ -53,6 +56,16 @@ class BuiltinTask:
     columns: tuple[str, ...]
     #: builds the full table (called once per process, through :func:`builtin_table`)
     build: Callable[[], pa.Table] = field(repr=False, compare=False)
+    #: the package that ships the task's data files (:mod:`ray_logme.tasks.packaged`), if any
+    requires: DataPackage | None = None
+
+    def fingerprint(self) -> list[list[str]]:
+        """What names the task's rows in its revision: URI and version, plus the content hash
+        of the data files for a task that reads a package's files."""
+        entries = [[self.uri, f"v{self.version}"]]
+        if self.requires is not None:
+            entries.append(self.requires.fingerprint(self.uri))
+        return entries
 
 
 BUILTIN_TASKS: dict[str, BuiltinTask] = {}
@@ -70,6 +83,7 @@ def register_builtin_task(
     kind: Literal["classification", "regression"],
     version: int,
     columns: tuple[str, ...],
+    requires: DataPackage | None = None,
 ) -> Callable[[Callable[[], pa.Table]], Callable[[], pa.Table]]:
     """Decorator: register the decorated function as the table builder of built-in task ``uri``.
 
@@ -96,6 +110,7 @@ def register_builtin_task(
             version=version,
             columns=tuple(columns),
             build=build,
+            requires=requires,
         )
         return build
 

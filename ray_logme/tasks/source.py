@@ -91,7 +91,7 @@ def open_source(spec: TaskSpec, storage_options: StorageOptions | None) -> TaskS
         return TaskSource(
             files=[SourceFile(display_name=builtin.uri, schema=table.schema, table=table)],
             schema=table.schema,
-            fingerprint=[[builtin.uri, f"v{builtin.version}"]],
+            fingerprint=builtin.fingerprint(),
         )
     filesystem, base_path, stored = list_files(spec.uri, storage_options)
     if not stored:

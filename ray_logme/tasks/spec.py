@@ -51,6 +51,9 @@ class TaskSpec(BaseModel):
     max_samples: int | None = Field(default=None, ge=1)
     seed: int = 0
     shard_rows: int = Field(default=512, ge=1)
+    if_missing: Literal["fail", "skip"] = "fail"
+    """A built-in task whose data package is not installed: ``fail`` its pairs (the error names
+    the package), or ``skip`` it, named with its package, and run the rest."""
 
     @model_validator(mode="before")
     @classmethod
