@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ray_logme.tables import OK, clean_scores
+from ray_logme.tables import FAILED, OK, clean_scores
 
 #: The prior's input name in :attr:`Combination.weights`.
 PRIOR = "imagenet_top1"
@@ -108,8 +108,8 @@ def combine_scores(
             frames.append(clean.assign(_input=metric))
     if not frames:
         return pd.DataFrame(columns=[*scores.columns])
-    long = pd.concat(frames, ignore_index=True)
-    long = long[long["state"] == OK]
+    everything = pd.concat(frames, ignore_index=True)
+    long = everything[everything["state"] == OK]
     prior_map = dict(priors or {}) if combination.use_prior else {}
     rows = []
     for task, group in long.groupby("task", sort=False):
@@ -141,6 +141,17 @@ def combine_scores(
             )
             row.pop("_input", None)
             rows.append(row)
+    # A pair with rows but no ok input (it failed everywhere) stays a failure, with its error.
+    combined = {(row["model"], row["task"]) for row in rows}
+    failed = everything[everything["state"] == FAILED]
+    for (model, task), group in failed.groupby(["model", "task"], sort=False):
+        if (model, task) in combined:
+            continue
+        row = group.iloc[0].to_dict()
+        row.pop("_input", None)
+        row.update(metric=combination.name, score=np.nan, cached=False)
+        rows.append(row)
+        combined.add((model, task))
     return pd.DataFrame(rows, columns=[c for c in scores.columns if c != "_input"])
 
 

@@ -29,10 +29,10 @@ from ray_logme.leaderboard import (
     Leaderboard,
     PastRun,
     RunRecord,
-    build_leaderboard,
     write_leaderboard,
 )
-from ray_logme.reduce import ReducePair, reduce
+from ray_logme.leaderboard.combined import build_combined_leaderboard
+from ray_logme.reduce import ReducePair, SampleSettings, reduce
 from ray_logme.storage import FeatureStore, layout
 from ray_logme.tasks import TaskSnapshot, snapshot_task
 
@@ -138,6 +138,7 @@ def _run_stages(
 ) -> RefreshResult:
     """tasks -> extract -> reduce -> leaderboard of one created run; updates its record."""
     connect_ray()
+    started = time.perf_counter()
     models = config.resolved_models()
     snapshots = snapshot_tasks(config, store)
     extracted = extract(
@@ -154,7 +155,22 @@ def _run_stages(
     store.write_table(layout.run_status(run_id), status_table)
     store.write_table(layout.run_models(run_id), models_table)
 
-    scores = reduce(_reduce_pairs(extracted, snapshots), store, run_id)
+    extract_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    scores = reduce(
+        _reduce_pairs(extracted, snapshots),
+        store,
+        run_id,
+        metrics=config.scoring.metrics,
+        sample=SampleSettings(config.scoring.sample_cap, config.scoring.sample_seed),
+    )
+    reduce_seconds = time.perf_counter() - started
+    logger.info(
+        "stage seconds: extract %.1f, reduce %.1f (ratio %.3f)",
+        extract_seconds,
+        reduce_seconds,
+        reduce_seconds / max(extract_seconds, 1e-9),
+    )
     store.write_table(layout.run_scores(run_id), scores)
 
     run = RunTables(record, scores.to_pandas(), models_table.to_pandas(), status_table.to_pandas())
@@ -164,11 +180,12 @@ def _run_stages(
     failed = [
         (row["model"], row["task"], row["error"] or "")
         for row in scores.to_pylist()
-        if row["state"] != "ok"
+        if row["state"] == "failed"  # "skipped": a metric that does not define the task kind
     ]
     record.update(
         state="failed-pairs" if failed else "ok",
         finished=_now(),
+        stage_seconds={"extract": extract_seconds, "reduce": reduce_seconds},
         num_pairs=scores.num_rows,
         num_failed=len(failed),
     )
@@ -399,9 +416,16 @@ def check_rankable(run: RunTables) -> None:
 
 
 def build_run_leaderboard(run: RunTables, history: Sequence[PastRun]) -> Leaderboard:
-    """The leaderboard of ``run`` against ``history`` (what the refresh publishes)."""
-    return build_leaderboard(
-        run.scores, run.models, list(history), run=run.run_record, status=run.status
+    """The leaderboard of ``run`` against ``history`` (what the refresh publishes), ranked as
+    the run's config says (``outputs.ranking``; ``default`` for runs that predate it)."""
+    ranking = (run.record.get("config") or {}).get("outputs", {}).get("ranking", "default")
+    return build_combined_leaderboard(
+        run.scores,
+        run.models,
+        list(history),
+        ranking=ranking,
+        run=run.run_record,
+        status=run.status,
     )
 
 
