@@ -188,6 +188,8 @@ def reduce(
                     for i in range(0, len(parts), 2)
                 ]
             pending.append((row, score.remote(parts[0], metric), time.perf_counter()))
+    # Sample-based metrics: launched now so that they run while the streaming results are awaited.
+    samples = _launch_samples(pairs, store, run_id, sample_metrics, sample, use_cache)
 
     for row, ref, started in pending:
         try:
@@ -207,8 +209,7 @@ def reduce(
             row.state, row.error = "failed", f"{row.metric} is not finite ({value})"
             continue
         _write_cache(store, row)
-    if sample_metrics:
-        rows += _reduce_samples(pairs, store, run_id, sample_metrics, sample, use_cache)
+    rows += _collect_samples(store, samples, sample)
     return SCORES.from_rows(rows)
 
 
@@ -369,15 +370,18 @@ def score_pair_sample(
     return results
 
 
-def _reduce_samples(
+def _launch_samples(
     pairs: Sequence[ReducePair],
     store: FeatureStore,
     run_id: str,
     metrics: Sequence[str],
     settings: SampleSettings,
     use_cache: bool,
-) -> list[ScoreRow]:
-    """The rows of the sample-based ``metrics``: one Ray task per pair that needs any of them."""
+) -> tuple[list[ScoreRow], list[tuple[dict[str, ScoreRow], Any]], dict[str, str]]:
+    """The rows of the sample-based ``metrics`` and one launched Ray task per pair that needs
+    any of them (failed, skipped and cached rows are filled here); see :func:`_collect_samples`."""
+    if not metrics:
+        return [], [], {}
     import ray
 
     score = ray.remote(num_cpus=1, max_retries=3)(score_pair_sample)
@@ -405,6 +409,20 @@ def _reduce_samples(
                 store, pair.model_key, pair.task_key, pair.kind, list(todo), settings
             )
             pending.append((todo, ref))
+    return rows, pending, cache_names
+
+
+def _collect_samples(
+    store: FeatureStore,
+    launched: tuple[list[ScoreRow], list[tuple[dict[str, ScoreRow], Any]], dict[str, str]],
+    settings: SampleSettings,
+) -> list[ScoreRow]:
+    """Wait for :func:`_launch_samples`' tasks, fill their rows and cache the ok scores."""
+    rows, pending, cache_names = launched
+    if not pending:
+        return rows
+    import ray
+
     for todo, ref in pending:
         try:
             results = ray.get(ref)
