@@ -397,10 +397,20 @@ class HFExtractor(FeatureExtractor):
     ``pooler`` (the model's ``pooler_output``).
     """
 
-    def __init__(self, model, preprocess, device, dtype, pooling: str, patch_size: Any) -> None:
+    def __init__(
+        self,
+        model,
+        preprocess,
+        device,
+        dtype,
+        pooling: str,
+        patch_size: Any,
+        layers: str = "last",
+    ) -> None:
         super().__init__(model, preprocess, device, dtype, preprocess.input_names)
         self.pooling = pooling
         self.patch_size = patch_size
+        self.layers = layers
 
     @property
     def required_inputs(self) -> tuple[str, ...]:
@@ -420,6 +430,8 @@ class HFExtractor(FeatureExtractor):
         return stacked
 
     def _forward(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.layers == "mean":
+            return self._layer_mean(tensors)
         outputs = self.model(**tensors, return_dict=True)
         if self.pooling == "pooler":
             pooled = getattr(outputs, "pooler_output", None)
@@ -435,6 +447,32 @@ class HFExtractor(FeatureExtractor):
         return pool_vision(
             hidden, self.pooling, self.num_prefix_tokens(hidden, tensors["pixel_values"])
         )
+
+    def _pool(self, hidden: torch.Tensor, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        # A pooler exists for the last layer only: every layer is then mean-pooled.
+        pooling = "mean" if self.pooling == "pooler" else self.pooling
+        if self.modality == "text":
+            return pool_tokens(hidden, tensors["attention_mask"], pooling)
+        return pool_vision(hidden, pooling, self.num_prefix_tokens(hidden, tensors["pixel_values"]))
+
+    def _layer_mean(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``layers: mean``: the mean over the hidden layers (block outputs, embeddings left out)
+        of each layer pooled as the last one would be: ``float[b, d]``."""
+        outputs = self.model(**tensors, return_dict=True, output_hidden_states=True)
+        states = getattr(outputs, "hidden_states", None)
+        if not states or len(states) < 2:
+            raise ModelLoadError(
+                f"Hugging Face model {self.preprocess.model_name!r} returns no hidden states; "
+                "use layers: last"
+            )
+        pooled = [self._pool(state, tensors) for state in states[1:]]
+        widths = {tuple(p.shape[1:]) for p in pooled}
+        if len(widths) > 1:
+            raise ModelLoadError(
+                f"Hugging Face model {self.preprocess.model_name!r} has hidden layers of "
+                f"different widths {sorted(widths)}; layers: mean needs equal widths"
+            )
+        return torch.stack(pooled).mean(dim=0)
 
     def num_prefix_tokens(self, hidden: torch.Tensor, pixels: torch.Tensor) -> int | None:
         """Class/register tokens before the patch tokens of a ViT-style output, else None."""
@@ -582,7 +620,7 @@ def load_hf_extractor(
 
     patch_size = source.config.get("patch_size") if source.modality == "image" else None
     extractor = HFExtractor(
-        model, preprocess, torch_device, compute_dtype, spec.pooling, patch_size
+        model, preprocess, torch_device, compute_dtype, spec.pooling, patch_size, spec.layers
     )
     try:
         if spec.pooling == "default":

@@ -66,6 +66,10 @@ class ModelSpec(BaseModel):
     """How token/spatial features become one vector per input. ``default``: timm's own head
     pooling; mean over the attention mask for HF text encoders, last non-pad token for
     decoder-only HF models, CLS token for HF ViT-style models, ``pooler_output`` for HF convnets."""
+    layers: Literal["last", "mean"] = "last"
+    """hf only: ``last`` pools the last hidden layer; ``mean`` pools every hidden layer (the
+    outputs of all transformer blocks, not the input embeddings) the same way and averages them
+    (transformer-ranker's layer mean). Part of the content key only when ``mean``."""
     dtype: DType = "auto"
     """Compute dtype. ``auto``: bfloat16 on GPUs that support it, else float16 on GPU, float32 on
     CPU. Features are always returned as float32."""
@@ -116,6 +120,17 @@ class ModelSpec(BaseModel):
                 f"{where}: pooling {self.pooling!r} is not available for {self.hub} models; "
                 f"choose one of {list(POOLINGS_BY_HUB[self.hub])}"
             )
+        if self.layers != "last":
+            if self.hub != "hf":
+                raise ValueError(
+                    f"{where}: layers: {self.layers} is available for hub: hf models only "
+                    "(this loader does not reach timm's hidden layers); remove it or use hub: hf"
+                )
+            if self.pooling == "pooler":
+                raise ValueError(
+                    f"{where}: layers: {self.layers} pools every hidden layer, which the "
+                    "model's pooler_output cannot; use pooling: mean, cls or default"
+                )
         if self.hub == "timm":
             if self.max_length is not None:
                 raise ValueError(f"{where}: max_length applies to text models (hub: hf) only")
@@ -169,6 +184,8 @@ class ModelSpec(BaseModel):
             qualifiers.append(f"ckpt:{'/'.join(parts[-2:])}")
         if self.pooling != "default":
             qualifiers.append(self.pooling)
+        if self.layers != "last":
+            qualifiers.append(f"layers={self.layers}")
         if self.dtype != "auto":
             qualifiers.append(self.dtype)
         if self.max_length is not None:
@@ -179,8 +196,11 @@ class ModelSpec(BaseModel):
 
     def identity(self) -> dict[str, Any]:
         """What determines this spec's features, as JSON: every field but the display-only
-        ``tags`` and ``display_name``. Two specs with the same identity are the same model."""
-        return self.model_dump(mode="json", exclude={"tags", "label"})
+        ``tags`` and ``display_name``. Two specs with the same identity are the same model.
+        Fields added after content keys existed appear only when not at their default
+        (``layers``), so that every earlier key stays the same."""
+        exclude = {"tags", "label"} | ({"layers"} if self.layers == "last" else set())
+        return self.model_dump(mode="json", exclude=exclude)
 
 
 PACKAGE_PREFIX = "pkg:"
