@@ -149,13 +149,14 @@ class Outputs(_Strict):
 class Scoring(_Strict):
     """What the reduce stage computes.
 
-    ``metrics``: registered metric names (default: the inputs of the default ranking);
+    ``metrics``: registered metric names (default: the inputs of the default ranking,
+    :data:`ray_logme.combination.DEFAULT_COMBINATION`; ``nleep`` and ``hscore`` are opt-in);
     ``sample_cap`` / ``sample_seed``: the per-pair sample the sample-based metrics (NLEEP, SFDA,
     GBC, kNN) see (see :mod:`ray_logme.metrics.sampling`); both are part of their cached scores'
     names, so changing them recomputes those scores.
     """
 
-    metrics: tuple[str, ...] = ("logme", "shrinkage_hscore", "nleep", "sfda", "gbc", "knn")
+    metrics: tuple[str, ...] = ("logme", "shrinkage_hscore", "sfda", "gbc", "knn")
     sample_cap: int = Field(default=2000, ge=10)
     sample_seed: int = Field(default=0, ge=0)
 

@@ -76,8 +76,8 @@ def test_combination_by_hand():
 
 
 def test_restricted_combination_keeps_only_the_tables_inputs():
-    restricted = DEFAULT_COMBINATION.restricted(["logme", "nleep", "hscore", "leep", PRIOR])
-    assert restricted.inputs() == ("logme", "nleep", PRIOR)
+    restricted = DEFAULT_COMBINATION.restricted(["logme", "nleep", "gbc", "hscore", "leep", PRIOR])
+    assert restricted.inputs() == ("logme", "gbc", PRIOR)
     assert DEFAULT_COMBINATION.restricted(["logme"]).inputs() == ("logme",)
 
 
