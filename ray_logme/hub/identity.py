@@ -97,7 +97,7 @@ def legacy_model_key(spec: ModelSpec) -> str:
     features: see :func:`resolve_model_key`)."""
     from ray_logme.storage import slug
 
-    identity = spec.model_dump(mode="json", exclude={"tags", "label"})
+    identity = spec.identity()  # fields added since 0.1.0 appear only when not at default
     identity["weights"] = weight_identity(spec)
     identity["libraries"] = library_versions()
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
