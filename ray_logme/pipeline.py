@@ -177,16 +177,20 @@ def _run_stages(
     history = load_history(store, exclude=run_id, limit=config.outputs.history_runs)
     written = write_leaderboard(build_run_leaderboard(run, history), store, run_id)
 
-    failed = [
-        (row["model"], row["task"], row["error"] or "")
-        for row in scores.to_pylist()
-        if row["state"] == "failed"  # "skipped": a metric that does not define the task kind
-    ]
+    # One entry per failed (model, task) pair, whatever the number of metrics; "skipped" rows
+    # (a metric that does not define the task's kind) are not failures.
+    pairs: dict[tuple[str, str], str | None] = {}
+    for row in scores.to_pylist():
+        key = (row["model"], row["task"])
+        pairs.setdefault(key, None)
+        if row["state"] == "failed" and pairs[key] is None:
+            pairs[key] = row["error"] or ""
+    failed = [(model, task, error) for (model, task), error in pairs.items() if error is not None]
     record.update(
         state="failed-pairs" if failed else "ok",
         finished=_now(),
         stage_seconds={"extract": extract_seconds, "reduce": reduce_seconds},
-        num_pairs=scores.num_rows,
+        num_pairs=len(pairs),
         num_failed=len(failed),
     )
     _write_run_record(store, run_id, record)
@@ -198,7 +202,7 @@ def _run_stages(
         leaderboard_md=written[layout.leaderboard_file(latest, layout.LEADERBOARD_SUMMARY_FILE)],
         scores_uri=store.uri_of(layout.run_scores(run_id)),
         status_uri=store.uri_of(layout.run_status(run_id)),
-        num_pairs=scores.num_rows,
+        num_pairs=len(pairs),
         failed_pairs=failed,
     )
 
