@@ -582,8 +582,17 @@ def frozen_job(job: dict) -> dict:
     started = time.perf_counter()
     train_features = extractor.extract(list(target.train_images), batch_size=256)
     test_features = extractor.extract(list(target.test_images), batch_size=256)
+    extract_seconds = time.perf_counter() - started
+    started = time.perf_counter()
     score = float(logme(train_features, target.train_labels, kind="classification"))
     logme_seconds = time.perf_counter() - started
+    metric_scores = score_all_metrics(train_features, target.train_labels)
+    if job.get("features_dir"):
+        np.savez_compressed(
+            Path(job["features_dir"]) / f"{job['model']}__{target.name}.npz",
+            features=train_features,
+            labels=target.train_labels,
+        )
     scaler = StandardScaler().fit(train_features)
     probe = LogisticRegression(C=1.0, max_iter=3000).fit(
         scaler.transform(train_features), target.train_labels
@@ -595,8 +604,30 @@ def frozen_job(job: dict) -> dict:
         "logme": score,
         "linear_probe": probe_accuracy,
         "feature_dim": int(train_features.shape[1]),
-        "extract_logme_seconds": logme_seconds,
+        "extract_seconds": extract_seconds,
+        "extract_logme_seconds": extract_seconds + logme_seconds,
+        **metric_scores,
     }
+
+
+def score_all_metrics(features: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Every registered metric of the train features: ``{name: score, name_seconds: seconds}``.
+
+    Streaming metrics get their statistics in one pass, sample metrics the whole (uncapped)
+    train split, which is smaller than the reduce stage's default cap.
+    """
+    from ray_logme.metrics import METRICS, is_sample_metric
+
+    out = {}
+    for name, metric in sorted(METRICS.items()):
+        started = time.perf_counter()
+        if is_sample_metric(metric):
+            value, _ = metric.score_sample(features, labels, "classification")
+        else:
+            value, _ = metric.score(metric.new_stats("classification").update(features, labels))
+        out[f"metric_{name}"] = float(value)
+        out[f"metric_{name}_seconds"] = time.perf_counter() - started
+    return out
 
 
 def finetune_job(job: dict) -> dict:
@@ -704,8 +735,16 @@ def run_zoo(config: BenchConfig, output: Path, workers: int = 2) -> ZooResult:
     logger.info("zoo: %d models in %.0f s", len(zoo), seconds["pretrain"])
 
     started = time.perf_counter()
+    features_dir = output / "features"
+    features_dir.mkdir(parents=True, exist_ok=True)
     frozen_jobs = [
-        {"config": config, "target": target, "model": row.model, "directory": row.directory}
+        {
+            "config": config,
+            "target": target,
+            "model": row.model,
+            "directory": row.directory,
+            "features_dir": str(features_dir),
+        }
         for row in zoo.itertuples()
         for target in config.targets
     ]

@@ -147,6 +147,39 @@ class Outputs(_Strict):
 
     imagenet_top1_csv: str | None = None
     history_runs: int = Field(default=30, ge=1)
+    #: ``default``: the frozen combination of ``scoring.metrics`` (and the prior where given,
+    #: see :mod:`ray_logme.combination`); or one metric name of ``scoring.metrics``.
+    ranking: str = "default"
+
+
+class Scoring(_Strict):
+    """What the reduce stage computes.
+
+    ``metrics``: registered metric names (default: the inputs of the default ranking,
+    :data:`ray_logme.combination.DEFAULT_COMBINATION`; ``nleep`` and ``hscore`` are opt-in);
+    ``sample_cap`` / ``sample_seed``: the per-pair sample the sample-based metrics (NLEEP, SFDA,
+    GBC, kNN) see (see :mod:`ray_logme.metrics.sampling`); both are part of their cached scores'
+    names, so changing them recomputes those scores.
+    """
+
+    metrics: tuple[str, ...] = ("logme", "shrinkage_hscore", "sfda", "gbc", "knn")
+    sample_cap: int = Field(default=2000, ge=10)
+    sample_seed: int = Field(default=0, ge=0)
+
+    @field_validator("metrics")
+    @classmethod
+    def _check_metrics(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from ray_logme.metrics import METRICS
+
+        if not value:
+            raise ValueError("give at least one metric, e.g. [logme]")
+        unknown = [m for m in value if m not in METRICS]
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown}; available: {sorted(METRICS)}")
+        repeated = sorted({m for m in value if value.count(m) > 1})
+        if repeated:
+            raise ValueError(f"metrics must be unique; repeated: {', '.join(repeated)}")
+        return value
 
 
 class RunConfig(_Strict):
@@ -161,6 +194,7 @@ class RunConfig(_Strict):
     allow_remote_code: tuple[str, ...] = ()
     run_id: Literal["timestamp"] | str = Field(default="timestamp", pattern=RUN_ID_PATTERN)
     outputs: Outputs = Field(default_factory=Outputs)
+    scoring: Scoring = Field(default_factory=Scoring)
 
     @field_validator("store")
     @classmethod
@@ -178,6 +212,11 @@ class RunConfig(_Strict):
         if dupes:
             raise ValueError(f"task names must be unique; repeated: {', '.join(dupes)}")
         _check_unique_models(self.models)
+        if self.outputs.ranking not in ("default", *self.scoring.metrics):
+            raise ValueError(
+                f"outputs.ranking must be 'default' or one of scoring.metrics "
+                f"{list(self.scoring.metrics)}, got {self.outputs.ranking!r}"
+            )
         for spec in self.models:
             if spec.trust_remote_code and spec.name not in self.allow_remote_code:
                 raise ValueError(

@@ -29,10 +29,10 @@ from ray_logme.leaderboard import (
     Leaderboard,
     PastRun,
     RunRecord,
-    build_leaderboard,
     write_leaderboard,
 )
-from ray_logme.reduce import ReducePair, ScoreStream, reduce
+from ray_logme.leaderboard.combined import build_combined_leaderboard
+from ray_logme.reduce import ReducePair, SampleSettings, ScoreStream, reduce
 from ray_logme.storage import FeatureStore, layout
 from ray_logme.tables import PairStatus
 from ray_logme.tasks import TaskSnapshot, missing_data, snapshot_task
@@ -146,13 +146,14 @@ def _run_stages(
 ) -> RefreshResult:
     """tasks -> extract -> reduce -> leaderboard of one created run; updates its record."""
     connect_ray()
+    started = time.perf_counter()
     models = config.resolved_models()
     skipped = skipped_tasks(config)
     for name, why in skipped.items():
         logger.warning("task %s skipped: %s", name, why)
     snapshots = snapshot_tasks(config, store, skip=skipped)
     # Scoring streams behind extraction: a pair's reduce tasks start once its last shard is in.
-    stream = ScoreStream(store, run_id)
+    stream = ScoreStream(store, run_id, metrics=config.scoring.metrics)
 
     def score_when_done(status: PairStatus) -> None:
         pair = _reduce_pair(status, snapshots)
@@ -178,7 +179,23 @@ def _run_stages(
         extracted.workers_started,
     )  # fmt: skip
 
-    scores = reduce(_reduce_pairs(extracted, snapshots), store, run_id, stream=stream)
+    extract_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    scores = reduce(
+        _reduce_pairs(extracted, snapshots),
+        store,
+        run_id,
+        metrics=config.scoring.metrics,
+        sample=SampleSettings(config.scoring.sample_cap, config.scoring.sample_seed),
+        stream=stream,
+    )
+    reduce_seconds = time.perf_counter() - started
+    logger.info(
+        "stage seconds: extract %.1f, reduce %.1f (ratio %.3f)",
+        extract_seconds,
+        reduce_seconds,
+        reduce_seconds / max(extract_seconds, 1e-9),
+    )
     store.write_table(layout.run_scores(run_id), scores)
 
     run = RunTables(record, scores.to_pandas(), models_table.to_pandas(), status_table.to_pandas())
@@ -190,15 +207,20 @@ def _run_stages(
     )
     written = write_leaderboard(build_run_leaderboard(run, history), store, run_id)
 
-    failed = [
-        (row["model"], row["task"], row["error"] or "")
-        for row in scores.to_pylist()
-        if row["state"] != "ok"
-    ]
+    # One entry per failed (model, task) pair, whatever the number of metrics; "skipped" rows
+    # (a metric that does not define the task's kind) are not failures.
+    pairs: dict[tuple[str, str], str | None] = {}
+    for row in scores.to_pylist():
+        key = (row["model"], row["task"])
+        pairs.setdefault(key, None)
+        if row["state"] == "failed" and pairs[key] is None:
+            pairs[key] = row["error"] or ""
+    failed = [(model, task, error) for (model, task), error in pairs.items() if error is not None]
     record.update(
         state="failed-pairs" if failed else "ok",
         finished=_now(),
-        num_pairs=scores.num_rows,
+        stage_seconds={"extract": extract_seconds, "reduce": reduce_seconds},
+        num_pairs=len(pairs),
         num_failed=len(failed),
         skipped_tasks=skipped,
     )
@@ -222,7 +244,7 @@ def _run_stages(
         leaderboard_md=written[layout.leaderboard_file(folder, layout.LEADERBOARD_SUMMARY_FILE)],
         scores_uri=store.uri_of(layout.run_scores(run_id)),
         status_uri=store.uri_of(layout.run_status(run_id)),
-        num_pairs=scores.num_rows,
+        num_pairs=len(pairs),
         failed_pairs=failed,
         skipped_tasks=sorted(skipped.items()),
     )
@@ -471,9 +493,16 @@ def check_rankable(run: RunTables) -> None:
 
 
 def build_run_leaderboard(run: RunTables, history: Sequence[PastRun]) -> Leaderboard:
-    """The leaderboard of ``run`` against ``history`` (what the refresh publishes)."""
-    return build_leaderboard(
-        run.scores, run.models, list(history), run=run.run_record, status=run.status
+    """The leaderboard of ``run`` against ``history`` (what the refresh publishes), ranked as
+    the run's config says (``outputs.ranking``; ``default`` for runs that predate it)."""
+    ranking = (run.record.get("config") or {}).get("outputs", {}).get("ranking", "default")
+    return build_combined_leaderboard(
+        run.scores,
+        run.models,
+        list(history),
+        ranking=ranking,
+        run=run.run_record,
+        status=run.status,
     )
 
 

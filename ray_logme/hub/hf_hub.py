@@ -449,11 +449,13 @@ class HFExtractor(FeatureExtractor):
         pooling: str,
         patch_size: Any,
         normalize: bool = False,
+        layers: str = "last",
     ) -> None:
         super().__init__(model, preprocess, device, dtype, preprocess.input_names)
         self.pooling = pooling
         self.patch_size = patch_size
         self.normalize = normalize
+        self.layers = layers
 
     @property
     def required_inputs(self) -> tuple[str, ...]:
@@ -473,7 +475,7 @@ class HFExtractor(FeatureExtractor):
         return stacked
 
     def _forward(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
-        pooled = self._pooled(tensors)
+        pooled = self._layer_mean(tensors) if self.layers == "mean" else self._pooled(tensors)
         return torch.nn.functional.normalize(pooled, dim=1) if self.normalize else pooled
 
     def _pooled(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -492,6 +494,32 @@ class HFExtractor(FeatureExtractor):
         return pool_vision(
             hidden, self.pooling, self.num_prefix_tokens(hidden, tensors["pixel_values"])
         )
+
+    def _pool(self, hidden: torch.Tensor, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        # A pooler exists for the last layer only: every layer is then mean-pooled.
+        pooling = "mean" if self.pooling == "pooler" else self.pooling
+        if self.modality == "text":
+            return pool_tokens(hidden, tensors["attention_mask"], pooling)
+        return pool_vision(hidden, pooling, self.num_prefix_tokens(hidden, tensors["pixel_values"]))
+
+    def _layer_mean(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``layers: mean``: the mean over the hidden layers (block outputs, embeddings left out)
+        of each layer pooled as the last one would be: ``float[b, d]``."""
+        outputs = self.model(**tensors, return_dict=True, output_hidden_states=True)
+        states = getattr(outputs, "hidden_states", None)
+        if not states or len(states) < 2:
+            raise ModelLoadError(
+                f"Hugging Face model {self.preprocess.model_name!r} returns no hidden states; "
+                "use layers: last"
+            )
+        pooled = [self._pool(state, tensors) for state in states[1:]]
+        widths = {tuple(p.shape[1:]) for p in pooled}
+        if len(widths) > 1:
+            raise ModelLoadError(
+                f"Hugging Face model {self.preprocess.model_name!r} has hidden layers of "
+                f"different widths {sorted(widths)}; layers: mean needs equal widths"
+            )
+        return torch.stack(pooled).mean(dim=0)
 
     def num_prefix_tokens(self, hidden: torch.Tensor, pixels: torch.Tensor) -> int | None:
         """Class/register tokens before the patch tokens of a ViT-style output, else None."""
@@ -652,7 +680,14 @@ def load_hf_extractor(
     applied = applied_settings(spec, source.declared)
     normalize = spec.normalize if spec.normalize is not None else applied.get("normalize", False)
     extractor = HFExtractor(
-        model, preprocess, torch_device, compute_dtype, spec.pooling, patch_size, normalize
+        model,
+        preprocess,
+        torch_device,
+        compute_dtype,
+        spec.pooling,
+        patch_size,
+        normalize,
+        spec.layers,
     )
     if source.declared and source.declared.unapplied_modules:
         logger.warning(

@@ -109,9 +109,13 @@ def model_key(spec: ModelSpec) -> str:
 
 def legacy_model_key(spec: ModelSpec) -> str:
     """The key of ray-logme 0.1.0, which hashed local paths (a store written by it keeps its
-    features: see :func:`resolve_model_key`)."""
+    features: see :func:`resolve_model_key`). A spec that sets a field 0.1.0 did not have
+    computes other features than any 0.1.0 spec: its legacy key is its key."""
     from ray_logme.storage import slug
 
+    dumped = spec.model_dump(mode="json")
+    if any(dumped.get(name) != default for name, default in FIELDS_ADDED_AFTER_0_1.items()):
+        return model_key(spec)
     identity = spec.model_dump(mode="json", exclude={"tags", "label", *FIELDS_ADDED_AFTER_0_1})
     identity["weights"] = weight_identity(spec)
     identity["libraries"] = library_versions()

@@ -148,6 +148,10 @@ class ModelSpec(BaseModel):
     pooling; for HF models the pooling a sentence-transformers folder declares, else mean over
     the attention mask for text encoders, last non-pad token for decoder-only models, CLS token
     for ViT-style models, ``pooler_output`` for convnets."""
+    layers: Literal["last", "mean"] = "last"
+    """hf only: ``last`` pools the last hidden layer; ``mean`` pools every hidden layer (the
+    outputs of all transformer blocks, not the input embeddings) the same way and averages them
+    (transformer-ranker's layer mean). Part of the content key only when ``mean``."""
     dtype: DType = "auto"
     """Compute dtype. ``auto``: bfloat16 on GPUs that support it, else float16 on GPU, float32 on
     CPU. Features are always returned as float32."""
@@ -205,6 +209,17 @@ class ModelSpec(BaseModel):
                 f"{where}: pooling {self.pooling!r} is not available for {self.hub} models; "
                 f"choose one of {list(POOLINGS_BY_HUB[self.hub])}"
             )
+        if self.layers != "last":
+            if self.hub != "hf":
+                raise ValueError(
+                    f"{where}: layers: {self.layers} is available for hub: hf models only "
+                    "(this loader does not reach timm's hidden layers); remove it or use hub: hf"
+                )
+            if self.pooling == "pooler":
+                raise ValueError(
+                    f"{where}: layers: {self.layers} pools every hidden layer, which the "
+                    "model's pooler_output cannot; use pooling: mean, cls or default"
+                )
         if self.hub == "timm":
             if self.max_length is not None:
                 raise ValueError(f"{where}: max_length applies to text models (hub: hf) only")
@@ -282,6 +297,8 @@ class ModelSpec(BaseModel):
             qualifiers.append(f"ckpt:{'/'.join(parts[-2:])}")
         if self.pooling != "default":
             qualifiers.append(self.pooling)
+        if self.layers != "last":
+            qualifiers.append(f"layers={self.layers}")
         if self.dtype != "auto":
             qualifiers.append(self.dtype)
         if self.max_length is not None:
@@ -307,7 +324,7 @@ class ModelSpec(BaseModel):
 
 #: Spec fields that 0.1.0 did not have, with the default that leaves a spec's identity (and so
 #: its content key) as 0.1.0 computed it.
-FIELDS_ADDED_AFTER_0_1: dict[str, Any] = {"normalize": None, "convert": None}
+FIELDS_ADDED_AFTER_0_1: dict[str, Any] = {"normalize": None, "convert": None, "layers": "last"}
 
 
 PACKAGE_PREFIX = "pkg:"

@@ -83,6 +83,7 @@ def leaderboard_data(leaderboard: Leaderboard) -> dict[str, Any]:
         "task_modalities": list(leaderboard.task_modalities),
         "unscored_tasks": list(leaderboard.unscored_tasks),
         "filters": list(leaderboard.filters),
+        **({"ranking_note": leaderboard.ranking_note} if leaderboard.ranking_note else {}),
         **{name: _json_records(table) for name, table in leaderboard.tables().items()},
     }
 
@@ -404,6 +405,39 @@ def _failures_html(leaderboard: Leaderboard) -> str:
     )
 
 
+def _metric_scores_html(leaderboard: Leaderboard) -> str:
+    """Per task, a table of every metric's score and rank (empty for a one-metric run)."""
+    table = leaderboard.metric_scores
+    if table is None or table.empty:
+        return ""
+    metrics = list(dict.fromkeys(table["metric"]))
+    cells = {(r["model"], r["task"], r["metric"]): r for r in table.to_dict("records")}
+    parts = ['<section id="metrics"><h2>Per task and metric (score, rank)</h2>']
+    for task in dict.fromkeys(table["task"]):
+        header = "".join(f"<th>{_escape(m)}</th>" for m in metrics)
+        rows = []
+        for model in leaderboard.overall["model"]:
+            if not any((model, task, m) in cells for m in metrics):
+                continue
+            tds = []
+            for metric in metrics:
+                row = cells.get((model, task, metric))
+                if row is None:
+                    text = ""
+                elif row["state"] != "ok":
+                    text = _escape(row["state"])
+                else:
+                    text = f"{row['score']:.4g} (#{row['rank']:g})"
+                tds.append(f"<td>{text}</td>")
+            rows.append(f"<tr><td>{_escape(model)}</td>{''.join(tds)}</tr>")
+        parts.append(
+            f"<h3>{_escape(task)}</h3><table><thead><tr><th>model</th>{header}</tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>"
+        )
+    parts.append("</section>")
+    return "".join(parts)
+
+
 def _header_html(leaderboard: Leaderboard) -> str:
     facts = []
     if leaderboard.run is not None:
@@ -540,10 +574,16 @@ def to_html(leaderboard: Leaderboard, title: str = "ray-logme leaderboard") -> s
             else ""
         )
         + "Click a column header to sort.</p>",
+        (
+            f'<p class="ranking-note">{_escape(leaderboard.ranking_note)}</p>'
+            if leaderboard.ranking_note
+            else ""
+        ),
         '<label class="search">Find a model <input type="search" id="model-search" '
         'placeholder="name or tag"></label>',
         overall_tables,
         "</section>",
+        _metric_scores_html(leaderboard),
         '<section id="cost"><h2>Score versus cost</h2>',
         f'<div class="axis-buttons" role="group" aria-label="cost axis">{axis_buttons}</div>',
         plots,

@@ -116,6 +116,30 @@ def _markdown_per_task_table(
     )
 
 
+def _markdown_metric_tables(table: pd.DataFrame, models: Iterable[str]) -> list[str]:
+    """One table per task: a row per model, a column per metric, cells ``score (#rank)``."""
+    metrics = list(dict.fromkeys(table["metric"]))
+    cells = {(r["model"], r["task"], r["metric"]): r for r in table.to_dict("records")}
+    lines = []
+    for task in dict.fromkeys(table["task"]):
+        members = [m for m in models if any((m, task, metric) in cells for metric in metrics)]
+
+        def cell(model: str, metric: str, task: str = task) -> str:
+            row = cells.get((model, task, metric))
+            if row is None:
+                return ""
+            if row["state"] != OK:
+                return markdown_text(row["state"])
+            return f"{row['score']:.4g} (#{_format_rank(row['rank'])})"
+
+        lines += ["", f"### {markdown_text(task)}", ""]
+        lines += _markdown_table(
+            ["model", *(markdown_text(m) for m in metrics)],
+            ([markdown_text(model), *(cell(model, m) for m in metrics)] for model in members),
+        )
+    return lines
+
+
 def _markdown_fronts(pareto: pd.DataFrame) -> list[str]:
     lines = []
     for axis in COST_AXES:
@@ -146,6 +170,8 @@ def to_markdown(leaderboard: Leaderboard) -> str:
             else ""
         )
     )
+    if leaderboard.ranking_note:
+        lines += ["", markdown_text(leaderboard.ranking_note)]
     for modality, rows, tasks in groups:
         lines.append("")
         if multimodal:
@@ -164,6 +190,9 @@ def to_markdown(leaderboard: Leaderboard) -> str:
             if multimodal:
                 lines += [f"### {markdown_text(_modality_title(modality))}", ""]
             lines += _markdown_per_task_table(task_cells, rows["model"], tasks)
+    if leaderboard.metric_scores is not None and not leaderboard.metric_scores.empty:
+        lines += ["", "## Per task and metric (score, rank)"]
+        lines += _markdown_metric_tables(leaderboard.metric_scores, leaderboard.overall["model"])
     lines += ["", "## Score versus cost (Pareto fronts)", ""]
     if multimodal:
         for modality, pareto in _pareto_groups(leaderboard, groups):

@@ -176,6 +176,11 @@ class Leaderboard:
 
     ``modalities``: the run's known modalities (``("image", "text")``; empty when none is
     known); ``task_modalities`` runs along ``tasks`` (``""``: unknown).
+
+    With several metrics (:func:`~ray_logme.leaderboard.combined.build_combined_leaderboard`):
+    ``metric_scores`` has one row per (model, task, metric) with its ``score`` and ``rank``
+    among that metric's ok scores on the task, and ``ranking_note`` says in one sentence how
+    ``metric`` (the default combination, or the metric chosen) ranks. Both are empty otherwise.
     """
 
     metric: str
@@ -197,6 +202,8 @@ class Leaderboard:
     previous_modalities: tuple[str, ...] = ()
     #: modalities of both runs whose task set changed (their rank changes compare other tasks)
     task_set_changed_modalities: tuple[str, ...] = ()
+    metric_scores: pd.DataFrame | None = None
+    ranking_note: str = ""
 
     @property
     def run_id(self) -> str | None:
@@ -227,4 +234,5 @@ class Leaderboard:
             "changes": self.changes,
             "failures": self.failures,
             "runs": self.runs,
+            **({"metric_scores": self.metric_scores} if self.metric_scores is not None else {}),
         }
