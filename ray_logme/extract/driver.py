@@ -375,7 +375,8 @@ class _Scheduler:
         self._decode = ray.remote(decode_shard).options(
             num_cpus=self.resources.preprocess_cpus, max_retries=2, runtime_env=self.env
         )
-        self._prefetch = ray.remote(prefetch_weights).options(num_cpus=0, max_retries=0)
+        # A RemoteFunction (not .options()'s wrapper): _prefetch_on adds a per-node strategy.
+        self._prefetch = ray.remote(num_cpus=0, max_retries=0)(prefetch_weights)
         units = sum(len(p.units) for p in self.plans)
         for _ in range(min(self.resources.num_workers, units)):
             self._start_worker()

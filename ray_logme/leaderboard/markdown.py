@@ -133,7 +133,7 @@ def _markdown_metric_tables(table: pd.DataFrame, models: Iterable[str]) -> list[
             return f"{row['score']:.4g} (#{_format_rank(row['rank'])})"
 
         lines += ["", f"### {markdown_text(task)}", ""]
-        lines += _markdown_table(
+        lines += markdown_table(
             ["model", *(markdown_text(m) for m in metrics)],
             ([markdown_text(model), *(cell(model, m) for m in metrics)] for model in members),
         )
