@@ -38,7 +38,9 @@ def test_default_runs_every_pair_it_can_and_names_what_it_skipped(default_run):
     config, result, run, _ = default_run
     assert result.failed_pairs == []
     image_data = missing_data("builtin:fashion-mnist")
-    scored = run.scores[run.scores["state"] == "ok"]
+    logme_rows = run.scores[run.scores["metric"] == "logme"]
+    assert (run.scores["state"].isin(["ok", "skipped"])).all()  # every metric of every pair
+    scored = logme_rows[logme_rows["state"] == "ok"]
     modalities = set(run.models.loc[run.models["model"].isin(scored["model"]), "modality"])
     if image_data is None:
         assert modalities == {"image", "text"}

@@ -43,9 +43,12 @@ def test_layer_mean_equals_pooled_hidden_states_averaged():
 
     torch.set_num_threads(1)
     texts = ["a cat sat on the mat", "stock prices fell sharply today", "rain"]
-    extractor = load_extractor(ModelSpec(hub="hf", name=MINILM, layers="mean"), device="cpu")
+    # normalize: false: compare the pooled layers themselves (the folder declares Normalize).
+    mean_spec = ModelSpec(hub="hf", name=MINILM, layers="mean", normalize=False)
+    extractor = load_extractor(mean_spec, device="cpu")
     ours = extractor.extract(texts, batch_size=8)
-    last = load_extractor(ModelSpec(hub="hf", name=MINILM), device="cpu").extract(texts)
+    last_spec = ModelSpec(hub="hf", name=MINILM, normalize=False)
+    last = load_extractor(last_spec, device="cpu").extract(texts)
 
     folder = resolve_package_path(MINILM)
     tokenizer = AutoTokenizer.from_pretrained(folder)

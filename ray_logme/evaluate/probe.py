@@ -46,6 +46,8 @@ def probe_run(store, run, *, folds: int = 5, seed: int = 0) -> pd.DataFrame:
     """One row per scored (model, task) pair of ``run`` (a :class:`ray_logme.pipeline.RunTables`):
     ``model, task, kind, modality, tags, logme, probe, num_samples, feature_dim``."""
     scores = run.scores[run.scores["state"] == "ok"]
+    if "metric" in scores.columns:  # one row per pair: LogME's (other metrics share the pair)
+        scores = scores[scores["metric"].fillna("logme") == "logme"]
     models = run.models.set_index("model") if run.models is not None else None
     rows = []
     for pair in scores.itertuples(index=False):
