@@ -125,17 +125,19 @@ def combine_scores(
             have = np.isfinite(normalised)
             total[have] += combination.weight(name) * normalised[have]
             weight[have] += combination.weight(name)
+        # A model with values but no rank (it is the only one scored on this task) ranks first.
+        has_value = np.isfinite(wide.to_numpy(dtype=np.float64)).any(axis=1)
         seconds = group.groupby("model")["seconds"].sum() if "seconds" in group else None
         first = group.drop_duplicates("model").set_index("model")
         for position, model in enumerate(wide.index):
-            if weight[position] <= 0:
+            if weight[position] <= 0 and not has_value[position]:
                 continue
             row = first.loc[model].to_dict()
             row.update(
                 model=model,
                 task=task,
                 metric=combination.name,
-                score=total[position] / weight[position],
+                score=total[position] / weight[position] if weight[position] > 0 else 1.0,
                 state=OK,
                 error=None,
                 cached=False,

@@ -154,3 +154,18 @@ def test_config_chooses_metrics_sample_and_ranking(tmp_path):
         RunConfig.model_validate({**base, "outputs": {"ranking": "leep"}})
     with pytest.raises(ValueError, match="unknown metric"):
         RunConfig.model_validate({**base, "scoring": {"metrics": ["logme", "leep"]}})
+
+
+def test_a_model_alone_on_a_task_gets_a_default_score():
+    """One model scored on a task has no rank to normalise: it still gets a default row (1.0,
+    it is the best of one), so a one-model run has a leaderboard (it used to fail)."""
+    import pandas as pd
+
+    from ray_logme.combination import combine_scores
+
+    rows = [
+        {"model": "only", "task": "t", "metric": metric, "score": value, "state": "ok"}
+        for metric, value in (("logme", -0.3), ("knn", 0.8))
+    ]
+    combined = combine_scores(pd.DataFrame(rows))
+    assert combined["model"].tolist() == ["only"] and combined["score"].tolist() == [1.0]
