@@ -174,15 +174,20 @@ class StageTable:
         return pa.Table.from_arrays(columns, schema=pa.schema(fields))
 
 
+#: The columns that name one (model, task) pair of one run: the status and scores tables' key.
+_PAIR_FIELDS = [
+    ("run_id", pa.string()),
+    ("model", pa.string()),
+    ("model_key", pa.string()),
+    ("task", pa.string()),
+    ("task_key", pa.string()),
+]
+
 STATUS = StageTable(
     "status",
     pa.schema(
         [
-            ("run_id", pa.string()),
-            ("model", pa.string()),
-            ("model_key", pa.string()),
-            ("task", pa.string()),
-            ("task_key", pa.string()),
+            *_PAIR_FIELDS,
             ("shards_total", pa.int64()),
             ("shards_done", pa.int64()),
             ("shards_computed", pa.int64()),
@@ -231,11 +236,7 @@ SCORES = StageTable(
     "scores",
     pa.schema(
         [
-            ("run_id", pa.string()),
-            ("model", pa.string()),
-            ("model_key", pa.string()),
-            ("task", pa.string()),
-            ("task_key", pa.string()),
+            *_PAIR_FIELDS,
             ("kind", pa.string()),
             ("metric", pa.string()),
             ("score", pa.float64()),
